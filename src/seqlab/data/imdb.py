@@ -1,0 +1,185 @@
+"""IMDB movie reviews from the raw Stanford text (aclImdb): a folder or a .tar.gz of it.
+
+Looked up at `dataset.path`, else under `data_dir`, else downloaded from Stanford with a checksum.
+Archives are extracted once into the cache directory; the parsed reviews are cached there as Parquet
+so that later runs read one file instead of 50,000.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seqlab.data.common import Examples, cache_root, finish_splits
+from seqlab.errors import ConfigError, DataError
+
+URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+ARCHIVE_NAMES = ("aclImdb_labeled.tar.gz", "aclImdb_v1.tar.gz", "aclImdb.tar.gz")
+RATINGS = [1, 2, 3, 4, 7, 8, 9, 10]
+TARGETS = {"sentiment": ["neg", "pos"], "rating": [str(r) for r in RATINGS]}
+
+
+def load(cfg):
+    d = cfg.dataset
+    if d.target not in TARGETS:
+        raise ConfigError(f"Config key 'dataset.target' is {d.target!r}; dataset 'imdb' allows 'sentiment' "
+                          "(2 classes, pos/neg) or 'rating' (8 classes, 1-4 and 7-10).")
+    folder = find_aclimdb(d.path, cfg.data_dir, cfg.cache_dir, download=d.download)
+    reviews = read_reviews(folder, d.encoding)
+    train = _examples(reviews[reviews["split"] == "train"], d.target)
+    test = _examples(reviews[reviews["split"] == "test"], d.target)
+    return finish_splits("imdb", train, test, TARGETS[d.target], cfg, source=str(folder))
+
+
+def _examples(frame: pd.DataFrame, target: str) -> Examples:
+    if target == "sentiment":
+        labels = (frame["sentiment"] == "pos").to_numpy(np.int64)
+    else:
+        labels = frame["rating"].map({r: i for i, r in enumerate(RATINGS)}).to_numpy(np.int64)
+    return Examples(texts=frame["text"].tolist(), labels=labels, ids=frame["id"].tolist())
+
+
+def _is_layout(folder: Path) -> bool:
+    return (folder / "train" / "pos").is_dir() and (folder / "test" / "neg").is_dir()
+
+
+def find_aclimdb(path: str | None, data_dir: str, cache_dir: str | None, download: bool = True) -> Path:
+    """The aclImdb folder to read: from `path`, else under `data_dir`, else the cache, else downloaded."""
+    if path:
+        given = Path(path).expanduser()
+        if not given.exists():
+            raise DataError(f"dataset.path '{given}' does not exist. Expected an aclImdb folder "
+                            "(train/ and test/ with pos/ and neg/) or a .tar.gz of it.")
+        return _folder_from(given, cache_dir)
+    root = Path(data_dir).expanduser()
+    for base in (root, root / "imdb"):
+        for name in ("aclImdb", *ARCHIVE_NAMES):
+            if (base / name).exists():
+                return _folder_from(base / name, cache_dir)
+    downloaded = cache_root(cache_dir) / "downloads" / "aclImdb_v1.tar.gz"
+    if downloaded.exists():
+        return _folder_from(downloaded, cache_dir)
+    if not download:
+        raise DataError(_missing_message(root, "dataset.download is false"))
+    return _folder_from(_download(downloaded, root), cache_dir)
+
+
+def _folder_from(path: Path, cache_dir: str | None) -> Path:
+    if path.is_dir():
+        for candidate in (path, path / "aclImdb"):
+            if _is_layout(candidate):
+                return candidate
+        raise DataError(f"'{path}' is not an aclImdb folder: expected train/pos, train/neg, test/pos and "
+                        "test/neg folders of <id>_<rating>.txt files (or a parent folder holding aclImdb/).")
+    if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return _extract(path, cache_dir)
+    raise DataError(f"'{path}' is neither an aclImdb folder nor a .tar.gz archive of one.")
+
+
+def _extract(archive: Path, cache_dir: str | None) -> Path:
+    """Extract once into the cache (atomically, so concurrent sweep jobs never see half a folder)."""
+    stat = archive.stat()
+    key = hashlib.sha1(f"{archive.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    target = cache_root(cache_dir) / "imdb" / f"{archive.name.split('.')[0]}-{key}"
+    if _is_layout(target / "aclImdb"):
+        return target / "aclImdb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"seqlab: extracting {archive} into {target} (once) ...", flush=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
+    try:
+        with tarfile.open(archive) as tar:
+            members = [m for m in tar.getmembers()
+                       if "/unsup/" not in m.name and not m.name.endswith(".feat")]
+            tar.extractall(staging, members=members, filter="data")
+        if not _is_layout(staging / "aclImdb"):
+            raise DataError(f"The archive '{archive}' does not hold an aclImdb/ folder with train/ and test/ "
+                            "pos/neg reviews.")
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            pass
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise DataError(f"Could not extract '{archive}': {error}. Is it a complete .tar.gz of aclImdb?") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / "aclImdb"
+
+
+def _missing_message(root: Path, why: str) -> str:
+    return (f"The IMDB reviews were not found and could not be downloaded ({why}). Put the Stanford "
+            f"archive aclImdb_v1.tar.gz (or an extracted aclImdb/ folder) in '{root}' or '{root / 'imdb'}', "
+            "set SEQLAB_DATA_DIR or data_dir to the folder that holds it, or pass dataset.path=<folder or "
+            f"archive>. Download address: {URL}")
+
+
+def _download(destination: Path, root: Path) -> Path:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_suffix(".part")
+    print(f"seqlab: downloading {URL} ...", flush=True)
+    try:
+        urllib.request.urlretrieve(URL, partial)
+    except (urllib.error.URLError, OSError) as error:
+        partial.unlink(missing_ok=True)
+        raise DataError(_missing_message(root, f"download failed: {error}")) from None
+    digest = hashlib.sha256(partial.read_bytes()).hexdigest()
+    if digest != SHA256:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"The downloaded archive from {URL} has SHA-256 {digest}, expected {SHA256}; "
+                        "it was deleted. Try again, or download it by hand.")
+    partial.rename(destination)
+    return destination
+
+
+def read_reviews(folder: Path, encoding: str = "utf-8") -> pd.DataFrame:
+    """All labeled reviews as a frame (split, sentiment, rating, id, text), cached as Parquet in the cache."""
+    cache = folder.parent / f"reviews-{encoding}.parquet"
+    if cache.exists() and cache.stat().st_mtime >= folder.stat().st_mtime:
+        return pd.read_parquet(cache)
+    rows = []
+    for split in ("train", "test"):
+        for sentiment in ("neg", "pos"):
+            directory = folder / split / sentiment
+            files = sorted(directory.glob("*.txt"), key=lambda p: _file_key(p))
+            if not files:
+                raise DataError(f"'{directory}' holds no <id>_<rating>.txt review files.")
+            for file in files:
+                review_id, rating = _file_key(file)
+                try:
+                    text = file.read_text(encoding=encoding)
+                except UnicodeDecodeError as error:
+                    raise DataError(f"'{file}' is not valid {encoding} ({error.reason} at byte {error.start}). "
+                                    "Set dataset.encoding (e.g. latin-1) to the files' encoding.") from None
+                rows.append((split, sentiment, rating, f"{split}/{sentiment}/{review_id}_{rating}", text))
+    frame = pd.DataFrame(rows, columns=["split", "sentiment", "rating", "id", "text"])
+    if _is_in_cache(folder):
+        frame.to_parquet(cache)
+    return frame
+
+
+def _is_in_cache(folder: Path) -> bool:
+    # Only cache next to folders we extracted ourselves: a user's own folder may be read-only.
+    try:
+        probe = folder.parent / ".seqlab-write-probe"
+        probe.touch()
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _file_key(path: Path) -> tuple[int, int]:
+    stem = path.stem
+    try:
+        review_id, rating = stem.split("_")
+        return int(review_id), int(rating)
+    except ValueError:
+        raise DataError(f"Review file '{path}' is not named <id>_<rating>.txt as in aclImdb.") from None

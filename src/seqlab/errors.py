@@ -1,0 +1,19 @@
+"""User-facing errors: one paragraph, no traceback, a distinct exit code."""
+
+
+class SeqlabError(Exception):
+    """An error caused by the user's input (config or data), reported without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(SeqlabError):
+    """A config key holds a value that is not allowed. Raised before any work starts."""
+
+    exit_code = 2
+
+
+class DataError(SeqlabError):
+    """A data file or folder is missing, unreadable or not in the expected layout."""
+
+    exit_code = 3

@@ -1,0 +1,71 @@
+"""Test-set metrics, the per-class report and the plots logged with every run."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import (  # noqa: E402
+    ConfusionMatrixDisplay,
+    accuracy_score,
+    classification_report,
+    f1_score,
+    log_loss,
+    roc_auc_score,
+)
+
+
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """(n, classes) probabilities from a sigmoid (n, 1) or softmax (n, k) output."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim == 1 or outputs.shape[1] == 1:
+        positive = outputs.reshape(-1)
+        return np.stack([1.0 - positive, positive], axis=1)
+    return outputs
+
+
+def test_metrics(labels: np.ndarray, outputs: np.ndarray, class_names: list[str], prefix: str = "test_"):
+    """Metrics dict, classification report text and confusion-matrix figure for one split."""
+    probabilities = class_probabilities(outputs)
+    predicted = probabilities.argmax(axis=1)
+    classes = list(range(len(class_names)))
+    metrics = {
+        f"{prefix}loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=classes)),
+        f"{prefix}accuracy": float(accuracy_score(labels, predicted)),
+        f"{prefix}f1_macro": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+    }
+    if len(class_names) == 2 and len(np.unique(labels)) == 2:
+        metrics[f"{prefix}roc_auc"] = float(roc_auc_score(labels, probabilities[:, 1]))
+    report = classification_report(labels, predicted, labels=classes, target_names=class_names, digits=4,
+                                   zero_division=0)
+    return metrics, report, confusion_matrix_figure(labels, predicted, class_names)
+
+
+def confusion_matrix_figure(labels, predicted, class_names):
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=list(range(len(class_names))),
+                                            display_labels=class_names, ax=axes, colorbar=False,
+                                            xticks_rotation=45 if len(class_names) > 4 else "horizontal")
+    axes.set_title("Test confusion matrix")
+    figure.tight_layout()
+    return figure
+
+
+def learning_curves_figure(history: dict[str, list[float]]):
+    """Loss and accuracy per epoch, training against validation."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "o-"), (f"val_{metric}", "s--")):
+            if key in history:
+                epochs = np.arange(1, len(history[key]) + 1)
+                axis.plot(epochs, history[key], style, label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return figure

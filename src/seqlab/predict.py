@@ -1,0 +1,128 @@
+"""`seqlab predict MODEL_URI (--text ... | --input FILE) [--output FILE.csv]`: labels for raw text.
+
+The logged model holds its preprocessing, so it takes raw strings; the class names travel in the
+model's MLflow metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seqlab.data.common import join_messages
+from seqlab.errors import DataError, SeqlabError
+
+TEXT_COLUMNS = ("text", "review", "sentence", "content")
+THREAD_COLUMNS = ("messages",)
+ID_COLUMNS = ("id", "thread_id", "review_id")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqlab predict", description="Predict labels for raw text with a model "
+                                "logged by 'seqlab train'.")
+    p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, or a local model folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to classify (repeat for several)")
+    source.add_argument("--input", help="a .txt file (one text per line) or CSV/JSONL/Parquet with a text or "
+                        "messages column")
+    p.add_argument("--column", help="the column holding the text or the list of messages (default: detected)")
+    p.add_argument("--output", help="write a CSV with one row per input, in input order")
+    p.add_argument("--batch-size", type=int, default=256)
+    return p
+
+
+def read_inputs(path: str, column: str | None = None) -> tuple[list[str], list[str] | None]:
+    """Texts (threads joined into one string) and ids, in file order."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"--input file '{file}' does not exist.")
+    suffix = file.suffix.lower()
+    if suffix in (".txt", ""):
+        texts = file.read_text(encoding="utf-8").splitlines()
+        return [t for t in texts if t.strip()], None
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(file)
+        elif suffix in (".jsonl", ".json") or file.name.endswith(".jsonl.gz"):
+            frame = pd.read_json(file, lines=suffix != ".json" or None)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(file)
+        else:
+            raise DataError(f"--input '{file}': unknown suffix {suffix!r}; use .txt, .csv, .jsonl or .parquet.")
+    except (ValueError, OSError) as error:
+        raise DataError(f"--input '{file}' could not be read as {suffix} ({error}).") from None
+    candidates = [column] if column else [*TEXT_COLUMNS, *THREAD_COLUMNS]
+    found = next((c for c in candidates if c in frame.columns), None)
+    if found is None:
+        raise DataError(f"--input '{file}' has no {'column ' + repr(column) if column else 'text or messages column'}"
+                        f"; its columns are {', '.join(map(str, frame.columns))}. Name one with --column.")
+    texts = [_as_text(value) for value in frame[found]]
+    id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
+    return texts, None if id_column is None else frame[id_column].astype(str).tolist()
+
+
+def _as_text(value) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):  # a thread: messages as strings or {text: ...} records
+        return join_messages([m.get("text", "") if isinstance(m, dict) else str(m) for m in value])
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def load(model_uri: str):
+    """The Keras model and its class names."""
+    import mlflow
+
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+        model = mlflow.keras.load_model(model_uri)
+    except Exception as error:  # MLflow raises several types for a bad URI or a missing run
+        raise SeqlabError(f"Cannot load model {model_uri!r}: {str(error).splitlines()[0]}. Give runs:/<run_id>/model, "
+                          "models:/<name>/<version> or a local model folder, with the same tracking store "
+                          "(MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).") from None
+    metadata = info.metadata or {}
+    return model, list(metadata.get("class_names", []))
+
+
+def predict_texts(model, class_names: list[str], texts: list[str], batch_size: int = 256) -> pd.DataFrame:
+    from seqlab.evaluate import class_probabilities
+
+    outputs = model.predict(np.asarray(texts, dtype=object), batch_size=batch_size, verbose=0)
+    probabilities = class_probabilities(outputs)
+    predicted = probabilities.argmax(axis=1)
+    names = class_names or [str(i) for i in range(probabilities.shape[1])]
+    return pd.DataFrame({"label": [names[i] for i in predicted],
+                         "probability": probabilities[np.arange(len(predicted)), predicted]})
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    import mlflow
+
+    from seqlab.cli import report_error
+    from seqlab import preprocess  # noqa: F401  registers seqlab's layers before the model loads
+
+    if mlflow.get_tracking_uri().startswith("file:") and not Path("mlruns").exists():
+        mlflow.set_tracking_uri("sqlite:///mlflow.db")  # the store `seqlab train` writes by default
+    try:
+        texts, ids = (args.text, None) if args.text else read_inputs(args.input, args.column)
+        if not texts:
+            raise DataError(f"--input '{args.input}' holds no texts.")
+        model, class_names = load(args.model_uri)
+        result = predict_texts(model, class_names, texts, args.batch_size)
+    except SeqlabError as error:
+        return report_error(error)
+    if ids is not None:
+        result.insert(0, "id", ids)
+    if args.output:
+        result.to_csv(args.output, index=False)
+        print(f"seqlab: wrote {len(result)} predictions to {args.output}")
+    shown = result.assign(text=[t[:70].replace("\n", " | ") for t in texts])
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

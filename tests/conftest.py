@@ -1,0 +1,81 @@
+"""Shared fixtures: config composition with tiny limits, tiny aclImdb fixtures, the real data folder."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from seqlab.cli import config_dir
+from seqlab.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Archives are extracted into a cache of the test session, never beside the data."""
+    os.environ["SEQLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+def compose_config(overrides: list[str] | None = None):
+    """The config `seqlab train OVERRIDES` would get, without running Hydra's app."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+@pytest.fixture
+def tracking_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    if not (REAL_DATA / "imdb" / "aclImdb_labeled.tar.gz").exists():
+        pytest.skip(f"real data not found at {REAL_DATA} (set SEQLAB_DATA_DIR to the shared data folder)")
+    return REAL_DATA
+
+
+POSITIVE = ["a wonderful film with great acting", "loved it, brilliant and moving", "great story, superb cast",
+            "an excellent, delightful movie", "beautiful and brilliant work", "superb, I loved every minute"]
+NEGATIVE = ["a terrible film with awful acting", "hated it, boring and dull", "awful story, wooden cast",
+            "a dreadful, tedious movie", "ugly and boring work", "awful, I hated every minute"]
+
+
+def write_aclimdb(root: Path, per_class: int = 6) -> Path:
+    """A tiny aclImdb-shaped folder: train/test x pos/neg, files <id>_<rating>.txt."""
+    folder = root / "aclImdb"
+    for split in ("train", "test"):
+        for sentiment, texts, ratings in (("pos", POSITIVE, (7, 8, 9, 10)), ("neg", NEGATIVE, (1, 2, 3, 4))):
+            directory = folder / split / sentiment
+            directory.mkdir(parents=True)
+            for i in range(per_class):
+                rating = ratings[i % len(ratings)]
+                text = f"{texts[i % len(texts)]}<br /><br />{split} review number {i}."
+                (directory / f"{i}_{rating}.txt").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def tiny_aclimdb(tmp_path) -> Path:
+    return write_aclimdb(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_archive(tmp_path) -> Path:
+    folder = write_aclimdb(tmp_path / "src")
+    archive = tmp_path / "archives" / "aclImdb_v1.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="aclImdb")
+    return archive

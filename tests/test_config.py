@@ -1,0 +1,76 @@
+"""Config composition and validation: bad values stop the run before any work, naming the key."""
+
+import subprocess
+import sys
+
+import pytest
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from seqlab.config import to_flat_dict, validate
+from seqlab.errors import ConfigError
+from tests.conftest import compose_config
+
+
+def test_default_config_is_the_tutorial_setup():
+    cfg = compose_config()
+    validate(cfg)
+    assert cfg.dataset.name == "imdb" and cfg.model.name == "lstm"
+    assert (cfg.preprocess.vocab_size, cfg.preprocess.max_length, cfg.preprocess.padding) == (5000, 500, "pre")
+    assert (cfg.model.embedding_dim, cfg.model.units) == (32, 100)
+    assert (cfg.trainer.batch_size, cfg.trainer.optimizer, cfg.trainer.epochs) == (64, "adam", 3)
+    assert cfg.dataset.validation_split == 0.1
+    assert cfg.tracking.uri == "sqlite:///mlflow.db"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("trainer.epochs=0", "trainer.epochs"),
+    ("trainer.epochs=-3", "trainer.epochs"),
+    ("model.dropout=1.0", "model.dropout"),
+    ("model.dropout=-0.1", "model.dropout"),
+    ("preprocess.padding=middle", "preprocess.padding"),
+    ("preprocess.truncating=both", "preprocess.truncating"),
+    ("preprocess.vocab_size=1", "preprocess.vocab_size"),
+    ("dataset.validation_split=0", "dataset.validation_split"),
+    ("trainer.learning_rate=0", "trainer.learning_rate"),
+    ("trainer.optimizer=adamm", "trainer.optimizer"),
+    ("trainer.device=tpu", "trainer.device"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as caught:
+        validate(compose_config([override]))
+    assert caught.value.exit_code == 2
+
+
+def test_unknown_key_and_wrong_type_fail_at_composition():
+    with pytest.raises(ConfigKeyError, match="dropuot"):
+        compose_config(["+model.dropuot=0.2"])
+    with pytest.raises(ValidationError, match="trainer.epochs"):
+        compose_config(["trainer.epochs=three"])
+
+
+def test_flat_params_use_dotted_keys():
+    flat = to_flat_dict(compose_config(["model.units=7"]))
+    assert flat["model.units"] == 7 and flat["model.name"] == "lstm" and flat["preprocess.vocab_size"] == 5000
+    assert not any(key.startswith("hydra") for key in flat)
+
+
+def seqlab(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+def test_cli_help_lists_groups_and_cfg_prints_the_config():
+    result = seqlab("train", "--help")
+    assert result.returncode == 0
+    for group in ("dataset", "preprocess", "model", "trainer", "tracking"):
+        assert group in result.stdout
+    assert "lstm" in result.stdout
+    job = seqlab("train", "--cfg", "job", "model.units=17")
+    assert job.returncode == 0 and "units: 17" in job.stdout
+
+
+def test_cli_bad_values_exit_2_without_traceback(tmp_path):
+    result = seqlab("train", "trainer.epochs=-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "trainer.epochs" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "m.db").exists()  # nothing started in MLflow

@@ -1,0 +1,124 @@
+"""Integration: one short training run on real reviews, its MLflow record field by field, and predict."""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from seqlab import train as train_module
+from seqlab.config import to_flat_dict
+from seqlab.data import load_dataset
+from seqlab.predict import load, predict_texts
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["dataset.max_train=400", "dataset.max_test=200", "preprocess.max_length=100", "trainer.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(real_data_dir, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    cfg = compose_config([f"data_dir={real_data_dir}", *SMALL, f"tracking.uri={uri}", "tracking.experiment=it"])
+    returned = train_module.train(cfg)
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("it").experiment_id])
+    return SimpleNamespace(cfg=cfg, returned=returned, uri=uri, run=run, client=client, workdir=workdir)
+
+
+def test_run_finished_with_flattened_params_and_tags(trained):
+    run = trained.run
+    assert run.info.status == "FINISHED"
+    expected = {k: ("null" if v is None else str(v)) for k, v in to_flat_dict(trained.cfg).items()}
+    assert {k: run.data.params[k] for k in expected} == expected
+    assert run.data.params["model.name"] == "lstm" and run.data.params["trainer.epochs"] == "2"
+    tags = run.data.tags
+    assert tags["dataset"] == "imdb" and tags["model"] == "lstm"
+    assert tags["seqlab_version"] and len(tags["git_commit"]) in (40, len("unknown"))
+
+
+def test_per_epoch_and_test_metrics(trained):
+    client, run_id = trained.client, trained.run.info.run_id
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == [0, 1], key
+    metrics = trained.run.data.metrics
+    for key in ("test_loss", "test_accuracy", "test_f1_macro", "test_roc_auc", "train_seconds"):
+        assert np.isfinite(metrics[key]), key
+    assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["test_roc_auc"] <= 1
+    assert trained.returned == metrics["test_accuracy"]
+    assert metrics["train_seconds"] >= sum(m.value for m in client.get_metric_history(run_id, "epoch_seconds")) * 0.9
+
+
+def test_artifacts(trained):
+    names = {a.path for a in trained.client.list_artifacts(trained.run.info.run_id)}
+    assert {"config.yaml", "model_summary.txt", "classification_report.txt", "confusion_matrix.png",
+            "learning_curves.png"} <= names
+    local = mlflow.artifacts.download_artifacts(run_id=trained.run.info.run_id, artifact_path="config.yaml",
+                                                tracking_uri=trained.uri)
+    assert "max_length: 100" in open(local).read()
+    summary = open(mlflow.artifacts.download_artifacts(run_id=trained.run.info.run_id,
+                                                       artifact_path="model_summary.txt", tracking_uri=trained.uri)).read()
+    assert "lstm" in summary.lower() and "embedding" in summary.lower()
+    # artifacts live beside the SQLite store, not in ./mlruns of the current directory
+    assert (trained.workdir / "mlartifacts").is_dir()
+
+
+def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
+    mlflow.set_tracking_uri(trained.uri)
+    model, class_names = load(f"runs:/{trained.run.info.run_id}/model")
+    assert class_names == ["neg", "pos"]
+    data = load_dataset(trained.cfg)  # the same seeded test sample
+    predictions = predict_texts(model, class_names, data.test.texts)
+    accuracy = np.mean(predictions["label"].map(class_names.index).to_numpy() == data.test.labels)
+    assert accuracy == pytest.approx(trained.run.data.metrics["test_accuracy"], abs=1e-9)
+
+
+def test_predict_cli_text_and_file(trained, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained.uri}
+    uri = f"runs:/{trained.run.info.run_id}/model"
+    out = tmp_path / "out.csv"
+    texts = ["A wonderful, moving film.", "Awful and boring.", "It was fine."]
+    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, *sum([["--text", t] for t in texts], []),
+                             "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["label", "probability"] and len(frame) == 3
+    assert set(frame["label"]) <= {"neg", "pos"} and ((frame["probability"] >= 0.5) & (frame["probability"] <= 1)).all()
+    model, class_names = load(uri)
+    direct = predict_texts(model, class_names, texts)
+    assert frame["label"].tolist() == direct["label"].tolist()  # input order kept
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)))
+    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, "--input", str(jsonl), "--output",
+                             str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out)
+    assert frame["id"].tolist() == ["r0", "r1", "r2"] and frame["label"].tolist() == direct["label"].tolist()
+
+
+@pytest.mark.parametrize("raised, status", [(RuntimeError("disk on fire"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_run_that_raises_never_stays_running(real_data_dir, tmp_path, monkeypatch, raised, status):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_config([f"data_dir={real_data_dir}", "dataset.max_train=100", "dataset.max_test=50",
+                          "preprocess.max_length=20", f"tracking.uri={uri}"])
+
+    def broken_fit(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(train_module, "fit", broken_fit)
+    with pytest.raises(type(raised)):
+        train_module.train(cfg)
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    assert run.info.status == status
+    assert type(raised).__name__ in run.data.tags["error"] or "interrupted" in run.data.tags["error"]
