@@ -55,3 +55,21 @@ def test_vocabulary_comes_from_training_texts_only():
     assert out[0].tolist() == [1, ids(pre, ["one"])[0], 0, 0]  # 1 = out-of-vocabulary
     assert "unseenword" not in pre.vectorizer.get_vocabulary()
     assert pre.mask_zero and not encoder("pre", "pre").mask_zero
+
+
+def test_unicode_line_separators_never_reach_the_saved_vocabulary(tmp_path):
+    """A token holding U+2028 or U+0085 would split the vocabulary file on saving: the model must reload."""
+    import keras
+
+    cfg = OmegaConf.create(dict(name="words", vocab_size=50, max_length=5, padding="pre", truncating="pre"))
+    texts = ["oh\u2028 oh\x85 oh\x1e oh\r\noh caf\u00e9\u00a0film", "oh\u2029 no"]
+    pre = WordPreprocessor(cfg).fit(texts)
+    vocabulary = pre.vectorizer.get_vocabulary()
+    assert all(len(str(token).splitlines()) <= 1 for token in vocabulary)
+    assert len(set(vocabulary)) == len(vocabulary) and "café" in vocabulary
+    text = keras.Input(shape=(), dtype="string")
+    model = keras.Model(text, pre.apply(text))
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.saving.load_model(tmp_path / "m.keras")
+    sample = np.asarray(texts, dtype=object)
+    assert (reloaded.predict(sample, verbose=0) == model.predict(sample, verbose=0)).all()
