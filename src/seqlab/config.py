@@ -142,6 +142,7 @@ def validate(cfg: DictConfig) -> None:
     """Check ranges and allowed values that the typed schema cannot express. Raises ConfigError."""
     from seqlab.models import MODEL_BUILDERS  # late import: the registry imports Keras
 
+    _check_known_keys(cfg)
     d, p, m, t = cfg.dataset, cfg.preprocess, cfg.model, cfg.trainer
     _in_range("dataset.max_train", d.max_train, 1)
     _in_range("dataset.max_test", d.max_test, 1)
@@ -171,6 +172,19 @@ def validate(cfg: DictConfig) -> None:
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])
     _allowed("trainer.class_weight", t.class_weight, [None, "balanced"])
     _allowed("optimized_metric", cfg.optimized_metric, METRICS)
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """`+group.key=value` appends keys past the typed schema; a misspelt key must not pass silently."""
+    from dataclasses import fields
+
+    for group, schema in (("dataset", DatasetConfig), ("preprocess", PreprocessConfig), ("model", ModelConfig),
+                          ("trainer", TrainerConfig), ("tracking", TrackingConfig)):
+        known = {f.name for f in fields(schema)}
+        unknown = sorted(set(cfg[group].keys()) - known)
+        if unknown:
+            raise ConfigError(f"Unknown config key '{group}.{unknown[0]}'; the keys of '{group}' are "
+                              f"{', '.join(sorted(known))}.")
 
 
 def to_flat_dict(cfg: DictConfig) -> dict[str, Any]:
