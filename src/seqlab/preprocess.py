@@ -112,8 +112,9 @@ class WordPreprocessor:
         return self.padding(self.vectorizer(strings))
 
     def encode(self, texts: list[str], batch_size: int = 2048) -> np.ndarray:
-        dataset = (tf.data.Dataset.from_tensor_slices(texts).batch(batch_size)
-                   .map(self.apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+        # A plain map: TF's vectorized string ops already use both cores, and a parallel map is
+        # rewritten (slower, with a C++ warning) once op determinism is on.
+        dataset = tf.data.Dataset.from_tensor_slices(texts).batch(batch_size).map(self.apply)
         parts = [batch.numpy() for batch in dataset]
         if not parts:
             return np.zeros((0, *self.sequence_shape), np.int32)

@@ -147,7 +147,9 @@ def log_model(model: keras.Model, preprocessor, data) -> None:
     text = keras.Input(shape=(), dtype="string", name="text")
     end_to_end = keras.Model(text, model(preprocessor.apply(text)), name=f"{model.name}_on_text")
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-    mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements,
+    examples = np.asarray(data.test.texts[:2], dtype=str)
+    signature = mlflow.models.infer_signature(examples, end_to_end.predict(examples.astype(object), verbose=0))
+    mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
                            metadata={"class_names": list(data.class_names), "dataset": data.name,
                                      "metadata_columns": list(data.metadata_names)})
 
