@@ -75,9 +75,13 @@ def load(model_uri: str):
     """The Keras model and its class names."""
     import mlflow
 
+    import seqlab.models  # noqa: F401  registers seqlab's serializable layers, which the model needs
+    import seqlab.preprocess  # noqa: F401
+
     try:
         info = mlflow.models.get_model_info(model_uri)
-        model = mlflow.keras.load_model(model_uri)
+        # Safe mode (Keras' default, made explicit): a model file cannot run arbitrary Python (lambdas) on load.
+        model = mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
     except Exception as error:  # MLflow raises several types for a bad URI or a missing run
         raise SeqlabError(f"Cannot load model {model_uri!r}: {str(error).splitlines()[0]}. Give runs:/<run_id>/model, "
                           "models:/<name>/<version> or a local model folder, with the same tracking store "
@@ -102,7 +106,6 @@ def main(argv: list[str]) -> int:
     import mlflow
 
     from seqlab.cli import report_error
-    from seqlab import preprocess  # noqa: F401  registers seqlab's layers before the model loads
 
     if mlflow.get_tracking_uri().startswith("file:") and not Path("mlruns").exists():
         mlflow.set_tracking_uri("sqlite:///mlflow.db")  # the store `seqlab train` writes by default
