@@ -8,7 +8,7 @@ SEQLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(a
 export SEQLAB_DATA_DIR
 ARGS ?=
 
-.PHONY: install train test test-fast sweep ui clean
+.PHONY: install train test test-fast sweep ui server clean
 
 install: $(BIN)/seqlab
 
@@ -27,8 +27,23 @@ test: install  ## the whole suite (trains tiny models on real reviews from SEQLA
 test-fast: install  ## without the tests that train on real data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
+SWEEP ?= seed_tutorial
+sweep: install  ## the tutorial's comparison: one multirun into one MLflow experiment, then its table
+	$(BIN)/seqlab train experiment=$(SWEEP) $(ARGS)
+	$(BIN)/seqlab compare --experiment $(SWEEP)
+
 ui: install  ## MLflow UI on the local store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# A tracking server for a team or for parallel jobs: point runs at it with tracking.uri=http://127.0.0.1:$(PORT).
+# One worker and no job runner: ready in about 10 s with 0.5 GB (the defaults take 35 s and 2.2 GB on 2 cores).
+PORT ?= 5000
+SERVER_DIR ?= mlflow-server
+server: install  ## MLflow tracking server on 127.0.0.1:$(PORT): SQLite store and artifacts in $(SERVER_DIR)/ (Ctrl-C stops it)
+	mkdir -p $(SERVER_DIR)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 1 \
+		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
+		--artifacts-destination $(abspath $(SERVER_DIR))/artifacts
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,10 +1,23 @@
-"""Model registry and the tutorial model's exact size."""
+"""Model registry, the tutorial models' exact sizes, and every flat architecture: one training step, saving
+with its preprocessing, outputs and losses for 2 and 8 classes, and masking."""
 
+import keras
 import numpy as np
+import pytest
 
 from seqlab.models import MODEL_BUILDERS, build_model, loss_for
-from seqlab.preprocess import InputSpec
+from seqlab.preprocess import InputSpec, WordPreprocessor
+from seqlab.train import make_optimizer
 from tests.conftest import compose_config
+
+FLAT_MODELS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "bilstm", "gru", "stacked_lstm",
+               "lstm_no_embedding", "attention_bilstm", "fasttext_bigram"]
+# Models that read both ends of the sequence (or average it) mask padding whichever side it is on.
+ALWAYS_MASKED = ["bilstm", "attention_bilstm", "fasttext_bigram"]
+TINY = ["model.units=4", "model.embedding_dim=4", "model.filters=4", "model.attention_units=4",
+        "model.ngram_buckets=64"]
+TEXTS = ["a wonderful film with great acting", "a terrible film with awful acting", "loved it", "hated it",
+         "great story", "boring and dull"]
 
 
 def spec(num_classes=2, mask_zero=False, max_length=500):
@@ -24,15 +37,21 @@ def test_every_registered_model_has_a_config_file():
     assert set(MODEL_BUILDERS) <= files
 
 
-def test_output_and_loss_follow_the_number_of_classes():
-    cfg = compose_config(["model.units=8", "model.embedding_dim=4"]).model
+@pytest.mark.parametrize("name", FLAT_MODELS)
+def test_output_and_loss_follow_the_number_of_classes(name):
+    cfg = compose_config([f"model={name}", "model.units=8", "model.embedding_dim=4", "model.ngram_buckets=64"]).model
     tokens = np.random.default_rng(0).integers(0, 5000, size=(3, 20))
-    binary = build_model(cfg, spec(2, max_length=20))
-    multi = build_model(cfg, spec(8, max_length=20))
-    assert binary(tokens).shape == (3, 1) and loss_for(2) == "binary_crossentropy"
-    out = np.asarray(multi(tokens))
-    assert out.shape == (3, 8) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
+    binary_model, multi_model = build_model(cfg, spec(2, max_length=20)), build_model(cfg, spec(8, max_length=20))
+    binary, multi = np.asarray(binary_model(tokens)), np.asarray(multi_model(tokens))
+    assert binary.shape == (3, 1) and np.all((binary > 0) & (binary < 1)) and loss_for(2) == "binary_crossentropy"
+    assert multi.shape == (3, 8) and np.allclose(multi.sum(axis=1), 1, atol=1e-5)
     assert loss_for(8) == "sparse_categorical_crossentropy"
+    # the losses accept these outputs with integer labels: about log 2 and log 8 before training
+    binary_model.compile(loss=loss_for(2))
+    multi_model.compile(loss=loss_for(8))
+    binary_loss = binary_model.compute_loss(tokens, np.array([0, 1, 1]), binary)
+    multi_loss = multi_model.compute_loss(tokens, np.array([0, 5, 7]), multi)
+    assert abs(float(binary_loss) - np.log(2)) < 0.3 and abs(float(multi_loss) - np.log(8)) < 0.5
 
 
 def test_post_padding_is_masked():
@@ -47,3 +66,141 @@ def test_post_padding_is_masked():
     three = np.array([[5, 6, 7]])
     assert np.allclose(masked(padded), alone(three), atol=1e-6)
     assert not np.allclose(unmasked(padded), alone(three), atol=1e-6)  # without the mask, padding leaks in
+
+
+def tiny_model_config(name, *overrides):
+    return compose_config([f"model={name}", *TINY, *overrides]).model
+
+
+def test_every_flat_architecture_is_registered():
+    assert set(FLAT_MODELS) <= set(MODEL_BUILDERS)
+
+
+def test_tutorial_variants_keep_the_tutorials_shapes():
+    assert build_model(compose_config(["model=cnn_lstm"]).model, spec()).count_params() == 216_405
+    dropout = build_model(compose_config(["model=lstm_dropout"]).model, spec())
+    assert [type(layer).__name__ for layer in dropout.layers] == ["InputLayer", "Embedding", "Dropout", "Dropout",
+                                                                  "LSTM", "Dropout", "Dense"]
+    assert dropout.get_layer("word_dropout").noise_shape == (None, None, 1)  # whole word vectors
+    recurrent = build_model(compose_config(["model=lstm_recurrent_dropout"]).model, spec()).get_layer("lstm")
+    assert (recurrent.dropout, recurrent.recurrent_dropout, recurrent.units) == (0.2, 0.2, 100)
+    stacked = build_model(compose_config(["model=stacked_lstm", "model.layers=3"]).model, spec())
+    lstms = [layer for layer in stacked.layers if isinstance(layer, keras.layers.LSTM)]
+    assert [layer.return_sequences for layer in lstms] == [True, True, False]
+    assert any(isinstance(layer, keras.layers.GRU) for layer in build_model(compose_config(["model=gru"]).model,
+                                                                            spec()).layers)
+    bilstm = build_model(compose_config(["model=bilstm"]).model, spec()).get_layer("bilstm")
+    assert isinstance(bilstm, keras.layers.Bidirectional) and bilstm.forward_layer.units == 64
+    no_embedding = build_model(compose_config(["model=lstm_no_embedding"]).model, spec())
+    assert not any(isinstance(layer, keras.layers.Embedding) for layer in no_embedding.layers)
+
+
+@pytest.mark.parametrize("name", FLAT_MODELS)
+def test_each_model_trains_one_step_and_saves_with_its_preprocessing(name, tmp_path):
+    cfg = compose_config([f"model={name}", *TINY, "preprocess.vocab_size=40", "preprocess.max_length=8",
+                          "preprocess.padding=post", "trainer.clipnorm=1.0"])
+    preprocessor = WordPreprocessor(cfg.preprocess).fit(TEXTS)
+    model = build_model(cfg.model, spec(2, mask_zero=True, max_length=8))
+    optimizer = make_optimizer(cfg.trainer)
+    assert optimizer.clipnorm == 1.0
+    model.compile(optimizer=optimizer, loss=loss_for(2), run_eagerly=True)  # eager: no tracing for one step
+    tokens = preprocessor.encode(TEXTS)
+    before = [weight.copy() for weight in model.get_weights()]
+    loss = model.train_on_batch(tokens, np.arange(len(TEXTS)) % 2)
+    assert np.isfinite(loss)
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))  # the step changed weights
+
+    # as train.log_model logs it: raw strings in, probabilities out; loads back in Keras' safe mode
+    text = keras.Input(shape=(), dtype="string", name="text")
+    end_to_end = keras.Model(text, model(preprocessor.apply(text)))
+    end_to_end.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    strings = keras.ops.convert_to_tensor(TEXTS + ["an unseen review"])
+    expected = np.asarray(end_to_end(strings))
+    assert expected.shape == (len(TEXTS) + 1, 1)
+    assert np.allclose(loaded(strings), expected, atol=1e-6)
+
+
+def same_output_with_and_without_padding(name, padding):
+    """Output for 4 words + 8 padding ids against the same weights on the 4 words alone."""
+    cfg = tiny_model_config(name)
+    padded_model = build_model(cfg, spec(2, mask_zero=padding == "post", max_length=12))
+    alone_model = build_model(cfg, spec(2, mask_zero=padding == "post", max_length=4))
+    alone_model.set_weights(padded_model.get_weights())
+    words = [5, 6, 7, 8]
+    padded = np.array([words + [0] * 8] if padding == "post" else [[0] * 8 + words])
+    return np.allclose(padded_model(padded), alone_model(np.array([words])), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FLAT_MODELS)
+def test_padding_positions_do_not_change_the_output(name):
+    assert same_output_with_and_without_padding(name, "post")
+    if name in ALWAYS_MASKED:
+        assert same_output_with_and_without_padding(name, "pre")
+
+
+def test_unmasked_pre_padding_leaks_into_the_tutorial_models():
+    """Pre padding keeps the tutorial's unmasked models (and cuDNN): there the padding does count."""
+    assert not same_output_with_and_without_padding("lstm", "pre")
+    assert not same_output_with_and_without_padding("cnn_lstm", "pre")
+
+
+def test_attention_weights_are_a_distribution_over_the_words_only():
+    model = build_model(tiny_model_config("attention_bilstm"), spec(2, max_length=10))
+    probe = keras.Model(model.input, model.get_layer("attention_weights").output)
+    tokens = np.array([[0, 0, 0, 4, 9, 2, 7, 3, 3, 1], [6, 2, 0, 0, 0, 0, 0, 0, 0, 0]])
+    weights = np.asarray(probe(tokens))[..., 0]
+    assert np.allclose(weights.sum(axis=1), 1, atol=1e-6)
+    assert np.all(weights[tokens == 0] == 0) and np.all(weights[tokens != 0] > 0)
+
+
+def test_fasttext_bigrams_see_word_order_and_unigrams_do_not():
+    tokens = np.array([[3, 9, 4, 0, 0], [4, 9, 3, 0, 0]])  # the same words, reversed
+
+    def outputs(buckets):
+        cfg = tiny_model_config("fasttext_bigram", f"model.ngram_buckets={buckets}")
+        model = build_model(cfg, spec(2, max_length=5))
+        return np.asarray(model(tokens))[:, 0]
+
+    unigrams, bigrams = outputs(0), outputs(64)
+    assert np.isclose(unigrams[0], unigrams[1], atol=1e-6)
+    assert not np.isclose(bigrams[0], bigrams[1], atol=1e-6)
+    assert compose_config(["model=fasttext_bigram"]).model.ngram_buckets == 2**20
+    model = build_model(tiny_model_config("fasttext_bigram", "model.ngram_buckets=100"), spec())
+    assert model.get_layer("embedding").input_dim == 5000 + 100  # word rows, then bigram rows
+
+
+def test_word_dropout_drops_whole_word_vectors():
+    model = build_model(tiny_model_config("lstm_dropout", "model.embedding_dropout=0.5"), spec(2, max_length=50))
+    embedded = model.get_layer("embedding")(np.arange(1, 51)[None, :])
+    dropped = np.asarray(model.get_layer("word_dropout")(embedded, training=True))[0]
+    zero_rows = np.all(dropped == 0, axis=1)
+    assert 5 < zero_rows.sum() < 45  # some words dropped, some kept
+    assert np.allclose(dropped[~zero_rows], 2 * np.asarray(embedded)[0][~zero_rows], atol=1e-6)
+
+
+def test_flat_models_refuse_hierarchical_inputs():
+    from seqlab.errors import ConfigError
+
+    hierarchical = InputSpec(vocab_size=50, sequence_shape=(4, 6), num_classes=2, mask_zero=True)
+    with pytest.raises(ConfigError, match="preprocess=words"):
+        build_model(tiny_model_config("bilstm"), hierarchical)
+
+
+def test_rating_target_trains_an_eight_class_model(tiny_aclimdb, tracking_uri):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from seqlab.train import train
+
+    cfg = compose_config([f"dataset.path={tiny_aclimdb}", "dataset.target=rating", "model=cnn_lstm", *TINY,
+                          "preprocess.max_length=12", "preprocess.padding=post", "trainer.epochs=1",
+                          "trainer.progress=false", "tracking.log_model=false", f"tracking.uri={tracking_uri}"])
+    train(cfg)
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert 0 <= run.data.metrics["test_f1_macro"] <= 1 and "test_roc_auc" not in run.data.metrics  # 8 classes
+    report = open(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="classification_report.txt",
+                                                      tracking_uri=tracking_uri)).read()
+    assert all(f"\n{rating:>12}" in report for rating in ("1", "4", "7", "10"))

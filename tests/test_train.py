@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from seqlab import pipeline
 from seqlab import train as train_module
 from seqlab.config import to_flat_dict
 from seqlab.data import load_dataset
@@ -37,7 +38,8 @@ def trained(real_data_dir, tmp_path_factory):
 def test_run_finished_with_flattened_params_and_tags(trained):
     run = trained.run
     assert run.info.status == "FINISHED"
-    expected = {k: ("null" if v is None else str(v)) for k, v in to_flat_dict(trained.cfg).items()}
+    resolved = pipeline.resolve_bucketing(trained.cfg)  # what ran: trainer.bucketing null -> True, post padding
+    expected = {k: ("null" if v is None else str(v)) for k, v in to_flat_dict(resolved).items()}
     assert {k: run.data.params[k] for k in expected} == expected
     assert run.data.params["model.name"] == "lstm" and run.data.params["trainer.epochs"] == "2"
     tags = run.data.tags

@@ -1,9 +1,15 @@
-"""`seqlab compare`: a table of runs read back from MLflow (model, the params that differ, metrics)."""
+"""`seqlab compare`: a table of runs read back from MLflow (model, the params that differ, metrics).
+
+Runs that differ only in `trainer.seed` (a `trainer.seed=1,2,3` sweep) are one row: the mean of each
+metric, its standard deviation across seeds and the number of runs (`--per-run` lists them one by one).
+`--sweep NAME` keeps the runs of one sweep (its parent run is never a row).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 import pandas as pd
@@ -12,61 +18,147 @@ from seqlab.errors import SeqlabError
 
 METRIC_COLUMNS = ["test_accuracy", "test_f1_macro", "test_roc_auc", "test_loss", "val_accuracy", "epochs",
                   "epoch_seconds", "train_seconds"]
-# Params that always differ between runs or say nothing about the model.
-IGNORED_PARAMS = {"tracking.run_name", "tracking.uri", "tracking.experiment", "data_dir", "cache_dir"}
+# Params that say where things are, how a run is named or how it was launched, not what was trained.
+IGNORED_PARAMS = {"tracking.run_name", "tracking.uri", "tracking.experiment", "tracking.sweep", "data_dir",
+                  "cache_dir", "overrides", "trainer.resume", "trainer.progress"}
+SEED = "trainer.seed"
+IGNORED_PREFIXES = ("optimizer_",)  # MLflow's Keras callback repeats trainer.optimizer and learning_rate
+FLOAT_TEXT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab compare", description="Compare runs recorded by 'seqlab train'.")
     p.add_argument("--experiment", help="MLflow experiment name (default: every experiment in the store)")
-    p.add_argument("--metric", default="test_accuracy", help="sort by this metric, best first")
+    p.add_argument("--sweep", help="only the runs of this sweep (tracking.sweep, or the name 'seqlab train -m' printed)")
+    p.add_argument("--metric", default="test_accuracy", help="sort by this metric, best first (default: test_accuracy)")
     p.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
-    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    p.add_argument("--per-run", action="store_true", help="one row per run: do not average runs that differ only in "
+                                                          "trainer.seed")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--all", action="store_true", help="include runs that did not finish")
     return p
 
 
-def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",
-               finished_only: bool = True) -> pd.DataFrame:
-    """One row per run: run, model, params that differ between the runs, metrics."""
+def search(tracking_uri: str, experiment: str | None = None, sweep: str | None = None,
+           finished_only: bool = True) -> pd.DataFrame:
+    """MLflow's runs frame (params.*, metrics.*, tags.* columns) of the training runs asked for."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
+    from seqlab.tracking import check_reachable
+
+    check_reachable(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
-    if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
-        names = [e.name for e in mlflow.search_experiments()]
-        raise SeqlabError(f"No experiment {experiment!r} in {tracking_uri}; experiments there: {', '.join(names) or 'none'}.")
-    runs = mlflow.search_runs(experiment_names=[experiment] if experiment else None,
-                              search_all_experiments=experiment is None,
-                              filter_string="attributes.status = 'FINISHED'" if finished_only else "")
+    try:
+        if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
+            names = [e.name for e in mlflow.search_experiments()]
+            raise SeqlabError(f"No experiment {experiment!r} in {tracking_uri}; experiments there: "
+                              f"{', '.join(names) or 'none'}.")
+        runs = mlflow.search_runs(experiment_names=[experiment] if experiment else None,
+                                  search_all_experiments=experiment is None,
+                                  filter_string="attributes.status = 'FINISHED'" if finished_only else "")
+    except MlflowException as error:
+        raise SeqlabError(f"Cannot read the MLflow store {tracking_uri}: {str(error).splitlines()[0]}") from None
+    if runs.empty:
+        return runs
+    role = runs.get("tags.sweep.role", pd.Series(index=runs.index, dtype=object))
+    runs = runs[role != "parent"]
+    if sweep is not None:
+        names = runs.get("tags.sweep", pd.Series(index=runs.index, dtype=object))
+        if not (names == sweep).any():
+            known = sorted(names.dropna().unique())
+            raise SeqlabError(f"No {'finished ' if finished_only else ''}runs of sweep {sweep!r} in "
+                              f"{experiment or 'any experiment'} at {tracking_uri}; sweeps there: "
+                              f"{', '.join(known) or 'none'}.")
+        runs = runs[names == sweep]
+    return runs.reset_index(drop=True)
+
+
+def varying_params(runs: pd.DataFrame) -> list[str]:
+    """The params (without 'params.') whose values differ between the runs, model name aside."""
+    columns = [c for c in runs.columns if c.startswith("params.") and c[7:] not in IGNORED_PARAMS | {"model.name"}
+               and not c[7:].startswith(IGNORED_PREFIXES)]
+    return [c[7:] for c in columns if runs[c].astype(str).nunique() > 1]
+
+
+def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",
+               finished_only: bool = True, sweep: str | None = None, per_run: bool = False) -> pd.DataFrame:
+    """The comparison table: one row per run, or per group of runs that differ only in their seed."""
+    runs = search(tracking_uri, experiment, sweep, finished_only)
     if runs.empty:
         return pd.DataFrame()
-    params = [c for c in runs.columns if c.startswith("params.") and c[7:] not in IGNORED_PARAMS]
-    varying = [c for c in params if c != "params.model.name" and runs[c].astype(str).nunique() > 1]
+    params = varying_params(runs)
     table = pd.DataFrame({"run": runs["run_id"].str[:8], "name": runs.get("tags.mlflow.runName"),
                           "status": runs["status"], "model": runs.get("params.model.name")})
-    for column in varying:
-        table[column[7:]] = runs[column]
+    for name in params:
+        table[name] = runs[f"params.{name}"]
     if "metrics.train_seconds" in runs and "metrics.epochs" in runs:
         # the run's mean; the metric of that name holds only the last epoch's
         runs["metrics.epoch_seconds"] = runs["metrics.train_seconds"] / runs["metrics.epochs"]
-    for name in METRIC_COLUMNS:
-        if f"metrics.{name}" in runs:
-            table[name] = runs[f"metrics.{name}"]
-    if metric in table:
-        table = table.sort_values(metric, ascending=metric.endswith("loss"), na_position="last")
-    if not (table["status"] != "FINISHED").any():
+    metrics = [name for name in METRIC_COLUMNS if f"metrics.{name}" in runs]
+    for name in metrics:
+        table[name] = runs[f"metrics.{name}"]
+    if metric not in metrics:
+        available = sorted(c[8:] for c in runs.columns if c.startswith("metrics."))
+        raise SeqlabError(f"--metric {metric!r}: these runs have no such metric; they have {', '.join(available)}.")
+    if SEED in params and not per_run:
+        table = aggregate_seeds(table, [name for name in params if name != SEED], metrics)
+    elif not (table["status"] != "FINISHED").any():
         table = table.drop(columns="status")
+    table = table.sort_values(metric, ascending=metric.endswith("loss"), na_position="last", kind="stable")
     return table.reset_index(drop=True)
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "" if pd.isna(value) else f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-        return "" if value is None else str(value)
+def aggregate_seeds(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per config: runs, their seeds, and each metric's mean and sample standard deviation."""
+    keys = ["model", *keys]
+    groups = table.groupby(keys, dropna=False, sort=False)
+    rows = groups.agg(runs=("run", "size"), seeds=(SEED, lambda s: " ".join(sorted(s.astype(str), key=_seed_order))))
+    for name in metrics:
+        rows[name] = groups[name].mean()
+        rows[f"{name}_std"] = groups[name].std()  # NaN for a single run: no spread to report
+    return rows.reset_index()
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join(" --- " for _ in table.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+
+def _seed_order(seed: str):
+    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
+
+
+def cell(column: str, value, spread=None) -> str:
+    """Text for one value (and its spread): seconds to 0.1, epochs whole where they are, else 4 decimals."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if not isinstance(value, float):
+        text = str(value)
+        if len(text) > 8 and FLOAT_TEXT.fullmatch(text):  # a param such as a sampled learning rate
+            return f"{float(text):.4g}"
+        return text
+    if "seconds" in column:
+        digits = 1
+    elif column == "epochs" and value.is_integer() and not spread:
+        digits = 0
+    else:
+        digits = 4
+    text = f"{value:.{digits}f}"
+    if spread is not None and not pd.isna(spread):
+        text += f" ± {spread:.{digits}f}"
+    return text
+
+
+def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Columns and text cells for people: a metric's _std column joins its mean as 'mean ± std'."""
+    columns = [c for c in table.columns if not (c.endswith("_std") and c[:-4] in table.columns)]
+    rows = []
+    for _, row in table.iterrows():
+        rows.append([cell(c, row[c], row.get(f"{c}_std")) for c in columns])
+    return [str(c) for c in columns], rows
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    columns, rows = display_rows(table)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -74,12 +166,15 @@ def print_rich(table: pd.DataFrame, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    columns, rows = display_rows(table)
     rich_table = Table(title=title)
-    for column in table.columns:
-        rich_table.add_column(str(column), justify="right" if pd.api.types.is_numeric_dtype(table[column]) else "left")
-    for row in table.itertuples(index=False):
-        rich_table.add_row(*[("" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row])
-    Console().print(rich_table)
+    for column in columns:
+        numeric = pd.api.types.is_numeric_dtype(table[column])
+        rich_table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        rich_table.add_row(*row)
+    # piped or redirected: no terminal width to fit, so no column is cut
+    Console(width=None if sys.stdout.isatty() else 400).print(rich_table)
 
 
 def main(argv: list[str]) -> int:
@@ -87,11 +182,12 @@ def main(argv: list[str]) -> int:
     from seqlab.cli import report_error
 
     try:
-        table = runs_frame(args.tracking_uri, args.experiment, args.metric, finished_only=not args.all)
+        table = runs_frame(args.tracking_uri, args.experiment, args.metric, finished_only=not args.all,
+                           sweep=args.sweep, per_run=args.per_run)
     except SeqlabError as error:
         return report_error(error)
     if table.empty:
-        print(f"seqlab: no finished runs in {args.tracking_uri}"
+        print(f"seqlab: no {'' if args.all else 'finished '}runs in {args.tracking_uri}"
               + (f" experiment {args.experiment!r}" if args.experiment else ""), file=sys.stderr)
         return 1
     if args.format == "csv":
@@ -99,5 +195,6 @@ def main(argv: list[str]) -> int:
     elif args.format == "markdown":
         print(to_markdown(table))
     else:
-        print_rich(table, f"{args.experiment or 'all experiments'} ({args.tracking_uri}), by {args.metric}")
+        scope = f"sweep {args.sweep!r}" if args.sweep else args.experiment or "all experiments"
+        print_rich(table, f"{scope} ({args.tracking_uri}), by {args.metric}")
     return 0

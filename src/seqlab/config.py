@@ -26,6 +26,8 @@ class DatasetConfig:
     max_train: Optional[int] = None
     max_test: Optional[int] = None
     validation_split: float = 0.1
+    # thread files with their own validation split: official | holdout (of train) | auto (official unless it lacks classes)
+    validation_source: str = "auto"
     test_split: float = 0.2  # custom files without test_path
     text_column: Optional[str] = None
     label_column: Optional[str] = None
@@ -84,11 +86,16 @@ class TrainerConfig:
     early_stopping: Optional[int] = None  # patience in epochs on val_loss; null = off
     seed: int = 42
     device: str = "auto"  # auto | cpu | gpu
-    mixed_precision: bool = False
-    jit_compile: bool = False
+    mixed_precision: bool = False  # mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays float32
+    jit_compile: bool = False  # XLA
+    # Length buckets (post padding, masks on): null = on for the models where it keeps accuracy (seqlab.pipeline)
+    bucketing: Optional[bool] = None
+    bucket_boundaries: Optional[list[int]] = None  # null = derived from the training lengths
     deterministic: Optional[bool] = None  # null = on for CPU, off for GPU
     class_weight: Optional[str] = None  # null | balanced
     progress: bool = True  # Keras progress bar
+    checkpoint: bool = True  # back up the training state into the run after each epoch (trainer.resume needs it)
+    resume: Optional[str] = None  # a run id: continue that MLflow run from its last checkpoint
 
 
 @dataclass
@@ -97,6 +104,7 @@ class TrackingConfig:
     experiment: Optional[str] = None  # default: the dataset name
     run_name: Optional[str] = None
     log_model: bool = True
+    sweep: Optional[str] = None  # a --multirun's name (its parent run); the same name continues it
 
 
 @dataclass
@@ -140,8 +148,6 @@ METRICS = ["test_accuracy", "test_f1_macro", "test_loss", "val_accuracy", "val_l
 
 def validate(cfg: DictConfig) -> None:
     """Check ranges and allowed values that the typed schema cannot express. Raises ConfigError."""
-    from seqlab.models import MODEL_BUILDERS  # late import: the registry imports Keras
-
     _check_known_keys(cfg)
     d, p, m, t = cfg.dataset, cfg.preprocess, cfg.model, cfg.trainer
     _in_range("dataset.max_train", d.max_train, 1)
@@ -149,6 +155,11 @@ def validate(cfg: DictConfig) -> None:
     _in_range("dataset.validation_split", d.validation_split, 0, 1, low_open=True, high_open=True)
     _in_range("dataset.test_split", d.test_split, 0, 1, low_open=True, high_open=True)
     _allowed("dataset.on_bad_lines", d.on_bad_lines, ["error", "skip"])
+    _allowed("dataset.validation_source", d.validation_source, ["auto", "official", "holdout"])
+    _in_range("dataset.num_words", d.num_words, 1)
+    _in_range("dataset.maxlen", d.maxlen, 1)
+    _in_range("dataset.skip_top", d.skip_top, 0)
+    _in_range("dataset.index_from", d.index_from, 0)
     _in_range("preprocess.vocab_size", p.vocab_size, 2)
     _in_range("preprocess.max_length", p.max_length, 1)
     _in_range("preprocess.max_units", p.max_units, 1)
@@ -156,7 +167,6 @@ def validate(cfg: DictConfig) -> None:
     _allowed("preprocess.padding", p.padding, ["pre", "post"])
     _allowed("preprocess.truncating", p.truncating, ["pre", "post"])
     _allowed("preprocess.keep", p.keep, ["first", "last"])
-    _allowed("model.name", m.name, sorted(MODEL_BUILDERS))
     for key in ("dropout", "recurrent_dropout", "embedding_dropout"):
         _in_range(f"model.{key}", m[key], 0, 1, high_open=True)
     for key in ("embedding_dim", "units", "layers", "filters", "kernel_size", "pool_size", "attention_units",
@@ -172,6 +182,29 @@ def validate(cfg: DictConfig) -> None:
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])
     _allowed("trainer.class_weight", t.class_weight, [None, "balanced"])
     _allowed("optimized_metric", cfg.optimized_metric, METRICS)
+    from seqlab.models import MODEL_BUILDERS  # last and late: the registry imports Keras (seconds)
+
+    _allowed("model.name", m.name, sorted(MODEL_BUILDERS))
+    _check_model_inputs(cfg)
+
+
+def _check_model_inputs(cfg: DictConfig) -> None:
+    """Hierarchical models need units x words (preprocess=hierarchical, which their configs select); the metadata
+    input needs a dataset with metadata columns."""
+    from seqlab.models import HIERARCHICAL_MODELS
+
+    m, p = cfg.model, cfg.preprocess
+    hierarchical_model = m.name in HIERARCHICAL_MODELS
+    if hierarchical_model != (p.name == "hierarchical"):
+        reads = "units (messages or sentences) x words" if hierarchical_model else "one sequence of words"
+        needs = "preprocess=hierarchical" if hierarchical_model else "a flat preprocessing such as preprocess=words"
+        raise ConfigError(f"model={m.name} reads {reads} per example, but preprocess is {p.name!r}; it needs {needs}. "
+                          "Drop the preprocess override (each model's config picks its own), or pick another model.")
+    if m.metadata and not cfg.dataset.metadata_columns:
+        raise ConfigError(f"Config key 'model.metadata' is true, but dataset {cfg.dataset.name!r} has no metadata "
+                          "columns (dataset.metadata_columns is empty). Use a dataset with numeric metadata "
+                          "(persuasion, chitchat, dailydialog), name them with dataset.metadata_columns=[a,b] for "
+                          "dataset=custom, or set model.metadata=false.")
 
 
 def _check_known_keys(cfg: DictConfig) -> None:

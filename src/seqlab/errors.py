@@ -17,3 +17,7 @@ class DataError(SeqlabError):
     """A data file or folder is missing, unreadable or not in the expected layout."""
 
     exit_code = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run, raised like Ctrl-C's KeyboardInterrupt so that the run ends KILLED, not RUNNING."""

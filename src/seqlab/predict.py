@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqlab.data.common import join_messages
+from seqlab.data.custom import thread_text
 from seqlab.errors import DataError, SeqlabError
 
 TEXT_COLUMNS = ("text", "review", "sentence", "content")
@@ -35,8 +35,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_inputs(path: str, column: str | None = None) -> tuple[list[str], list[str] | None]:
-    """Texts (threads joined into one string) and ids, in file order."""
+def read_inputs(path: str, column: str | None = None,
+                speaker_tokens: bool = False) -> tuple[list[str], list[str] | None]:
+    """Texts (threads joined into one string, with speaker words where the model was trained so) and ids."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"--input file '{file}' does not exist.")
@@ -44,6 +45,36 @@ def read_inputs(path: str, column: str | None = None) -> tuple[list[str], list[s
     if suffix in (".txt", ""):
         texts = file.read_text(encoding="utf-8").splitlines()
         return [t for t in texts if t.strip()], None
+    frame = _read_frame(file)
+    candidates = [column] if column else [*TEXT_COLUMNS, *THREAD_COLUMNS]
+    found = next((c for c in candidates if c in frame.columns), None)
+    if found is None:
+        raise DataError(f"--input '{file}' has no {'column ' + repr(column) if column else 'text or messages column'}"
+                        f"; its columns are {', '.join(map(str, frame.columns))}. Name one with --column.")
+    texts = [_as_text(value, speaker_tokens) for value in frame[found]]
+    id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
+    return texts, None if id_column is None else frame[id_column].astype(str).tolist()
+
+
+def read_metadata(path: str, columns: list[str]) -> np.ndarray:
+    """The numeric metadata columns a model.metadata=true model takes (missing values: NaN, imputed by the model)."""
+    file = Path(path)
+    frame = _read_frame(file) if file.suffix.lower() not in (".txt", "") else pd.DataFrame()
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"The model takes numeric metadata ({', '.join(columns)}), but --input '{file}' has no "
+                        f"column {missing[0]!r}; give a CSV/JSONL/Parquet file with these columns.")
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & frame[columns].notna()
+    if bad.to_numpy().any():
+        row, col = map(int, np.argwhere(bad.to_numpy())[0])
+        raise DataError(f"--input '{file}' row {row + 1}: metadata column {columns[col]!r} holds "
+                        f"{str(frame[columns[col]].iloc[row])[:50]!r}, not a number.")
+    return values.to_numpy(np.float32)
+
+
+def _read_frame(file: Path) -> pd.DataFrame:
+    suffix = file.suffix.lower()
     try:
         if suffix == ".csv":
             frame = pd.read_csv(file)
@@ -55,19 +86,12 @@ def read_inputs(path: str, column: str | None = None) -> tuple[list[str], list[s
             raise DataError(f"--input '{file}': unknown suffix {suffix!r}; use .txt, .csv, .jsonl or .parquet.")
     except (ValueError, OSError) as error:
         raise DataError(f"--input '{file}' could not be read as {suffix} ({error}).") from None
-    candidates = [column] if column else [*TEXT_COLUMNS, *THREAD_COLUMNS]
-    found = next((c for c in candidates if c in frame.columns), None)
-    if found is None:
-        raise DataError(f"--input '{file}' has no {'column ' + repr(column) if column else 'text or messages column'}"
-                        f"; its columns are {', '.join(map(str, frame.columns))}. Name one with --column.")
-    texts = [_as_text(value) for value in frame[found]]
-    id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
-    return texts, None if id_column is None else frame[id_column].astype(str).tolist()
+    return frame
 
 
-def _as_text(value) -> str:
-    if isinstance(value, (list, tuple, np.ndarray)):  # a thread: messages as strings or {text: ...} records
-        return join_messages([m.get("text", "") if isinstance(m, dict) else str(m) for m in value])
+def _as_text(value, speaker_tokens: bool = False) -> str:
+    if isinstance(value, (list, tuple, np.ndarray)):  # a thread: messages as strings or {text, speaker} records
+        return thread_text(value, speaker_tokens)
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
@@ -90,10 +114,24 @@ def load(model_uri: str):
     return model, list(metadata.get("class_names", []))
 
 
-def predict_texts(model, class_names: list[str], texts: list[str], batch_size: int = 256) -> pd.DataFrame:
+def model_metadata(model_uri: str) -> dict:
+    """What the model was logged with: class_names, metadata_columns, speaker_tokens ({} when unreadable)."""
+    import mlflow
+
+    try:
+        return mlflow.models.get_model_info(model_uri).metadata or {}
+    except Exception:  # load() reports a bad URI with the full message
+        return {}
+
+
+def predict_texts(model, class_names: list[str], texts: list[str], batch_size: int = 256,
+                  metadata: np.ndarray | None = None) -> pd.DataFrame:
+    """Labels and probabilities; `metadata` (raw numbers, NaN allowed) for models logged with model.metadata=true."""
     from seqlab.evaluate import class_probabilities
 
-    outputs = model.predict(np.asarray(texts, dtype=object), batch_size=batch_size, verbose=0)
+    strings = np.asarray(texts, dtype=object)
+    inputs = strings if metadata is None else {"text": strings, "metadata": np.asarray(metadata, np.float32)}
+    outputs = model.predict(inputs, batch_size=batch_size, verbose=0)
     probabilities = class_probabilities(outputs)
     predicted = probabilities.argmax(axis=1)
     names = class_names or [str(i) for i in range(probabilities.shape[1])]
@@ -110,11 +148,18 @@ def main(argv: list[str]) -> int:
     if mlflow.get_tracking_uri().startswith("file:") and not Path("mlruns").exists():
         mlflow.set_tracking_uri("sqlite:///mlflow.db")  # the store `seqlab train` writes by default
     try:
-        texts, ids = (args.text, None) if args.text else read_inputs(args.input, args.column)
+        logged = model_metadata(args.model_uri)
+        columns = list(logged.get("metadata_columns") or [])
+        if columns and args.text:
+            raise DataError(f"This model also takes numeric metadata ({', '.join(columns)}): give --input with a "
+                            "CSV/JSONL/Parquet file that has a text or messages column and these columns.")
+        texts, ids = (args.text, None) if args.text else read_inputs(args.input, args.column,
+                                                                     bool(logged.get("speaker_tokens")))
         if not texts:
             raise DataError(f"--input '{args.input}' holds no texts.")
+        metadata = read_metadata(args.input, columns) if columns else None
         model, class_names = load(args.model_uri)
-        result = predict_texts(model, class_names, texts, args.batch_size)
+        result = predict_texts(model, class_names, texts, args.batch_size, metadata)
     except SeqlabError as error:
         return report_error(error)
     if ids is not None:

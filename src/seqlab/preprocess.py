@@ -121,7 +121,133 @@ class WordPreprocessor:
         return np.concatenate(parts).astype(np.int32)
 
 
-PREPROCESSORS = {"words": WordPreprocessor}
+def split_units(strings):
+    """Strings -> ragged (batch, units) strings: a thread's messages (its lines), else a text's sentences.
+
+    Threads arrive with their messages joined by "\\n"; a text without any line break (an IMDB review) is
+    cut after . ! ? and at <br /> instead.
+    """
+    has_lines = tf.strings.regex_full_match(strings, r"(?s).*\n.*")
+    sentences = tf.strings.regex_replace(strings, r"<br\s*/?>", "\n")
+    sentences = tf.strings.regex_replace(sentences, r"([.!?]+)\s+", "\\1\n")
+    return tf.strings.split(tf.where(has_lines, strings, sentences), "\n")
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class UnitVectorization(keras.layers.Layer):
+    """Raw strings -> (max_units, max_unit_length) word ids: units (messages or sentences) x words.
+
+    Units with no word at all (empty messages, stray punctuation) are dropped before the first
+    or last `max_units` are kept (`keep`), so the empty slots, all-zero rows, only ever follow a thread's
+    last message. Words within a unit are padded and truncated like `preprocess=words`.
+    """
+
+    def __init__(self, max_tokens, max_units, max_unit_length, keep="first", padding="post", truncating="post",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.max_tokens, self.max_units, self.max_unit_length = int(max_tokens), int(max_units), int(max_unit_length)
+        self.keep, self.padding_side, self.truncating = keep, padding, truncating
+        self.vectorizer = keras.layers.TextVectorization(max_tokens=self.max_tokens, standardize=standardize_text,
+                                                         output_mode="int", name="vectorize")
+        self.padding = SequencePadding(self.max_unit_length, padding, truncating, name="pad")
+
+    def build(self, input_shape=None):
+        self.built = True  # nothing to create: the vocabulary comes from adapt() or from the saved model
+
+    def call(self, strings):
+        units = split_units(tf.reshape(tf.convert_to_tensor(strings), [-1]))
+        ids = self.padding(self.vectorizer(units.flat_values))
+        ids = tf.RaggedTensor.from_row_splits(ids, units.row_splits)
+        ids = tf.ragged.boolean_mask(ids, tf.reduce_any(ids != 0, axis=-1))
+        ids = ids[:, : self.max_units] if self.keep == "first" else ids[:, -self.max_units:]
+        return ids.to_tensor(default_value=0, shape=[None, self.max_units, self.max_unit_length])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.max_units, self.max_unit_length)
+
+    def get_config(self):
+        return {**super().get_config(), "max_tokens": self.max_tokens, "max_units": self.max_units,
+                "max_unit_length": self.max_unit_length, "keep": self.keep, "padding": self.padding_side,
+                "truncating": self.truncating}
+
+
+class HierarchicalPreprocessor(WordPreprocessor):
+    """`preprocess=hierarchical`: `max_units` units (messages, or sentences of a flat text) x `max_unit_length`
+    words per example, for the hier_* models. The vocabulary is fitted on the training units only."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.units = UnitVectorization(cfg.vocab_size, cfg.max_units, cfg.max_unit_length, cfg.keep, cfg.padding,
+                                       cfg.truncating, name="units")
+        self.vectorizer = self.units.vectorizer
+
+    @property
+    def sequence_shape(self) -> tuple[int, ...]:
+        return (self.cfg.max_units, self.cfg.max_unit_length)
+
+    @property
+    def mask_zero(self) -> bool:
+        return True  # the message encoder always masks the padding within a unit
+
+    def fit(self, texts: list[str]) -> "HierarchicalPreprocessor":
+        units = tf.data.Dataset.from_tensor_slices(texts).batch(2048).map(lambda t: split_units(t).flat_values)
+        self.vectorizer.adapt(units)
+        return self
+
+    def apply(self, strings):
+        return self.units(strings)
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class ImputeMissing(keras.layers.Layer):
+    """NaN -> the column's training mean (before scaling), so that a missing value reads as an average one."""
+
+    def __init__(self, values, **kwargs):
+        super().__init__(**kwargs)
+        self.values = [float(v) for v in values]
+
+    def call(self, inputs):
+        inputs = tf.cast(inputs, self.compute_dtype)
+        return tf.where(tf.math.is_nan(inputs), tf.constant(self.values, inputs.dtype), inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "values": self.values}
+
+
+class MetadataPreprocessor:
+    """`model.metadata=true`: numeric metadata imputed with the training means and standardized with the
+    training mean and variance (never validation or test statistics). As layers, so the logged model imputes
+    and scales raw metadata itself."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.impute = self.scale = None
+
+    def fit(self, metadata: np.ndarray) -> "MetadataPreprocessor":
+        metadata = np.asarray(metadata, np.float64)
+        observed = np.isfinite(metadata)
+        counts = observed.sum(axis=0)
+        means = np.where(observed, metadata, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        variances = np.where(observed, (metadata - means) ** 2, 0.0).sum(axis=0) / np.maximum(counts, 1)
+        variances = np.where(variances > 0, variances, 1.0)  # a constant column stays 0 after centring
+        # float32 whatever the mixed-precision policy: raw metadata (incomes, durations) overflow float16
+        self.impute = ImputeMissing(means.tolist(), dtype="float32", name="impute_metadata")
+        self.scale = keras.layers.Normalization(mean=means.tolist(), variance=variances.tolist(), dtype="float32",
+                                                name="scale_metadata")
+        return self
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def apply(self, metadata):
+        return self.scale(self.impute(metadata))
+
+    def encode(self, metadata: np.ndarray) -> np.ndarray:
+        return np.asarray(self.apply(np.asarray(metadata, np.float32)), np.float32)
+
+
+PREPROCESSORS = {"words": WordPreprocessor, "hierarchical": HierarchicalPreprocessor}
 
 
 def make_preprocessor(cfg):

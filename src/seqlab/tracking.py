@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
+import signal
 import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import seqlab
-from seqlab.config import to_flat_dict
-from seqlab.errors import ConfigError
+from seqlab import sweep
+from seqlab.config import SeqlabConfig, to_flat_dict
+from seqlab.errors import ConfigError, Terminated
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+CHECKPOINT_PATH = "checkpoint"  # run artifact folder holding Keras' BackupAndRestore files
+# Config keys whose values are never written to MLflow (matched on the last part of the dotted key).
+SECRET_KEY = re.compile(r"(^|_)(passw(or)?d|secret|secret_key|token|api_?key|access_key|credentials?|private_key)$",
+                        re.IGNORECASE)  # password, db_passwd, client_secret, hf_token, api_key; not max_tokens
+REDACTED = "<redacted>"
+URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # the user:password@ part of scheme://user:password@host
+
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -33,7 +47,16 @@ def experiment_name(cfg: DictConfig) -> str:
 def configure(cfg: DictConfig) -> str:
     """Point MLflow at the store and return the experiment's id, creating the experiment if needed."""
     uri = cfg.tracking.uri
+    check_no_inherited_run()
+    if URI_CREDENTIALS.search(uri):
+        print("seqlab: warning: tracking.uri holds credentials; they are kept out of the run, but prefer the "
+              "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) environment variables.",
+              file=sys.stderr, flush=True)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
+    job = sweep.current_job()
+    if job is not None:  # a sweep's job: its run joins the parent's experiment, whatever the job's config says
+        return job.experiment_id
     name = experiment_name(cfg)
     try:
         experiment = mlflow.get_experiment_by_name(name)
@@ -49,7 +72,30 @@ def configure(cfg: DictConfig) -> str:
         except MlflowException:  # a parallel job created it first
             return mlflow.get_experiment_by_name(name).experiment_id
     except MlflowException as error:
-        raise ConfigError(f"Cannot use the MLflow store tracking.uri={uri!r}: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"Cannot use the MLflow store tracking.uri={redact_uri(uri)!r}: "
+                          f"{redact_uri(str(error).splitlines()[0])}") from None
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server that does not answer fails here, in seconds (MLflow's own client retries for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    except requests.RequestException as error:
+        raise ConfigError(f"Cannot reach the MLflow tracking server at tracking.uri={redact_uri(uri)!r} "
+                          f"({type(error).__name__}): start it (make server), or point tracking.uri at a running "
+                          "server or at a local store such as sqlite:///mlflow.db.") from None
+
+
+def check_no_inherited_run() -> None:
+    """MLflow's start_run() joins the run named by MLFLOW_RUN_ID: a new run would write into an old one."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        raise ConfigError(f"The environment variable MLFLOW_RUN_ID is set ({os.environ['MLFLOW_RUN_ID']}); seqlab "
+                          "never writes into an existing run except to resume it: unset MLFLOW_RUN_ID, or pass "
+                          "trainer.resume=<run_id> to continue that run from its last checkpoint.")
 
 
 def git_commit() -> str:
@@ -61,35 +107,211 @@ def git_commit() -> str:
 
 
 @contextlib.contextmanager
-def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str]):
-    """An MLflow run that always ends: FINISHED, FAILED (error message as a tag) or KILLED (Ctrl-C)."""
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name,
-                           nested=mlflow.active_run() is not None)
-    try:
-        mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, "git_commit": git_commit(),
-                         "seqlab_version": seqlab.__version__, **tags})
-        log_config(cfg)
-        yield run
-    except KeyboardInterrupt:
-        _end(run, "KILLED", "interrupted (KeyboardInterrupt or SIGTERM)")
-        raise
-    except BaseException as error:
-        _end(run, "FAILED", f"{type(error).__name__}: {error}")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
+def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resume_run_id: str | None = None):
+    """An MLflow run that always ends: FINISHED, FAILED (error message as a tag) or KILLED (Ctrl-C, SIGTERM).
+
+    With `resume_run_id` the same run continues (back to RUNNING); its params and config.yaml stay as first
+    logged, so the record still says how the run was started.
+    """
+    with sigterm_interrupts():
+        nested = mlflow.active_run() is not None
+        if resume_run_id:
+            run = mlflow.start_run(run_id=resume_run_id, nested=nested)
+        else:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name, nested=nested)
+        try:
+            mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, "git_commit": git_commit(),
+                             "seqlab_version": seqlab.__version__, **tags})
+            if resume_run_id:
+                with contextlib.suppress(MlflowException):  # the last interruption is over
+                    MlflowClient().delete_tag(resume_run_id, "error")
+            else:
+                log_config(cfg)
+                mlflow.set_tags(sweep.run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
+                mlflow.log_params(sweep.run_params())
+            yield run
+        except KeyboardInterrupt as error:
+            _end("KILLED", "interrupted by SIGTERM" if isinstance(error, Terminated) else "interrupted (Ctrl-C)")
+            raise
+        except BaseException as error:
+            _end("FAILED", f"{type(error).__name__}: {error}")
+            raise
+        else:
+            mlflow.end_run("FINISHED")
 
 
-def _end(run, status: str, message: str) -> None:
+def _end(status: str, message: str) -> None:
     with contextlib.suppress(Exception):
-        mlflow.set_tag("error", message[:5000])
+        mlflow.set_tag("error", redact_uri(message)[:5000])
     mlflow.end_run(status)
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # only there can Python handle signals
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) instead of killing the process on the spot."""
+    if not _main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, so that an epoch's metrics and checkpoint are written whole."""
+    if not _main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if received:
+            signal.raise_signal(received[0])  # delivered now, to the usual handler (KeyboardInterrupt/Terminated)
+
+
 def log_config(cfg: DictConfig) -> None:
-    params = {key: _param_text(value) for key, value in to_flat_dict(cfg).items()}
+    safe = redacted(cfg)
+    params = {key: _param_text(value) for key, value in to_flat_dict(safe).items()}
     mlflow.log_params(params)
-    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    mlflow.log_text(OmegaConf.to_yaml(safe), "config.yaml")
+
+
+def redact_uri(text: str) -> str:
+    """scheme://user:password@host -> scheme://<redacted>@host, anywhere in `text`."""
+    return URI_CREDENTIALS.sub(f"{REDACTED}@", text)
+
+
+def redacted(cfg: DictConfig) -> DictConfig:
+    """The resolved config with secret-looking keys and URI credentials replaced, as MLflow may show it."""
+
+    def clean(key, value):
+        if isinstance(value, dict):
+            return {k: clean(k, v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(key, v) for v in value]
+        if value is not None and not isinstance(value, bool) and SECRET_KEY.search(str(key)):
+            return REDACTED
+        return redact_uri(value) if isinstance(value, str) else value
+
+    return OmegaConf.create(clean("", OmegaConf.to_container(cfg, resolve=True)))
+
+
+# --- trainer.resume ---------------------------------------------------------------------------------------
+# Everything a resumed run needs lives in its own MLflow record: config.yaml (the config it started with),
+# the data_fingerprint tag (same data, same vocabulary) and the checkpoint/ artifacts (weights, optimizer
+# state, epochs done). So a run can be resumed from any machine that sees the store.
+
+RESUME_OVERRIDABLE = ("trainer.resume", "trainer.progress", "tracking.uri", "data_dir", "cache_dir")
+
+
+def resumable_run(cfg: DictConfig):
+    """The run `trainer.resume` names, checked to be one that can continue. Raises ConfigError."""
+    run_id, uri = cfg.trainer.resume, cfg.tracking.uri
+    check_no_inherited_run()
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(error).lower():
+            raise ConfigError(f"Cannot read run {run_id!r} from the MLflow store tracking.uri={redact_uri(uri)!r}: "
+                              f"{redact_uri(str(error).splitlines()[0])}") from None
+        raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, but the MLflow store at {redact_uri(uri)} "
+                          "(tracking.uri) has no run with that id. Use the id 'seqlab train' printed "
+                          "('seqlab: MLflow run <id> ...') or the one shown in the MLflow UI.") from None
+    if run.info.lifecycle_stage == "deleted":
+        raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a deleted run; restore it in the MLflow UI "
+                          "first.")
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run that already FINISHED: there is "
+                          "nothing to resume. Start a new run instead (without trainer.resume).")
+    if run.info.status in ("RUNNING", "SCHEDULED"):
+        print(f"seqlab: warning: run {run_id} is marked {run.info.status}: its process died without ending it, "
+              "or is still running (then stop it first).", file=sys.stderr, flush=True)
+    return run
+
+
+def resumed_config(cfg: DictConfig, run) -> DictConfig:
+    """The config the run started with (its config.yaml), with where-things-are keys taken from `cfg`."""
+    run_id = run.info.run_id
+    _refuse_other_overrides(run_id)
+    try:
+        text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    except Exception:  # MLflow raises several types for a missing artifact
+        raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run without config.yaml: it was not "
+                          "started by 'seqlab train' and cannot be resumed.") from None
+    try:
+        stored = OmegaConf.merge(OmegaConf.structured(SeqlabConfig), OmegaConf.create(text))
+    except Exception as error:  # OmegaConf's errors for keys or types that this version does not know
+        raise ConfigError(f"Run {run_id}'s config.yaml does not fit this seqlab version's config schema "
+                          f"({str(error).splitlines()[0]}); resume it with the version that started it "
+                          f"(tag seqlab_version {run.data.tags.get('seqlab_version', '?')}).") from None
+    for key, value in to_flat_dict(stored).items():
+        if value == REDACTED or key in RESUME_OVERRIDABLE:
+            OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False)
+    return stored
+
+
+def _refuse_other_overrides(run_id: str) -> None:
+    """On the command line, only where things are may change: the run continues with its own config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task]
+    others = [key for key in keys if key not in RESUME_OVERRIDABLE]
+    if others:
+        raise ConfigError(f"trainer.resume={run_id} continues that run with the config it was started with; drop "
+                          f"the other overrides ({', '.join(others)}). Only {', '.join(RESUME_OVERRIDABLE)} may "
+                          "be given with it.")
+
+
+def download_checkpoint(run_id: str, destination: Path) -> int:
+    """Copy the run's last checkpoint into `destination`/checkpoint; returns its number of finished epochs."""
+    folder = destination / CHECKPOINT_PATH
+    try:
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_PATH, dst_path=str(destination))
+        return int(json.loads((folder / "training_metadata.json").read_text())["epoch"])
+    except (MlflowException, OSError, ValueError, KeyError):  # no checkpoint yet: killed in the first epoch
+        for leftover in folder.glob("*") if folder.is_dir() else []:
+            leftover.unlink()
+        return 0
+
+
+def delete_checkpoint(run_id: str) -> None:
+    """A FINISHED run cannot be resumed: its checkpoint would only take space. Best effort."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with contextlib.suppress(Exception):  # some artifact stores cannot delete
+        get_artifact_repository(MlflowClient().get_run(run_id).info.artifact_uri).delete_artifacts(CHECKPOINT_PATH)
+
+
+def metric_history(run_id: str, keys) -> dict[str, list[float]]:
+    """{metric: values by step} as logged in the run (the last value where a step was logged twice)."""
+    client = MlflowClient()
+    history = {}
+    for key in keys:
+        by_step = {m.step: m.value for m in sorted(client.get_metric_history(run_id, key),
+                                                   key=lambda m: (m.step, m.timestamp))}
+        if by_step:
+            history[key] = [by_step[step] for step in sorted(by_step)]
+    return history
 
 
 def _param_text(value) -> str:

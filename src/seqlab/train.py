@@ -6,22 +6,27 @@ Hydra's entry point (seqlab.cli) wraps this; tests call it with composed configs
 
 from __future__ import annotations
 
+import hashlib
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import keras
+import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import tensorflow as tf
 from omegaconf import DictConfig
 
-from seqlab import tracking
+from seqlab import pipeline, tracking
 from seqlab.config import validate
 from seqlab.data import load_dataset
-from seqlab.errors import ConfigError
+from seqlab.errors import ConfigError, DataError
 from seqlab.evaluate import learning_curves_figure, test_metrics
 from seqlab.models import build_model, loss_for
-from seqlab.preprocess import InputSpec, make_preprocessor
+from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
+from seqlab.preprocess import InputSpec, MetadataPreprocessor
 
 
 def setup_runtime(trainer_cfg) -> str:
@@ -45,14 +50,6 @@ def setup_runtime(trainer_cfg) -> str:
     return device
 
 
-def make_dataset(inputs, labels, batch_size: int, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of (inputs, labels); shuffled every epoch with `seed` when given (training data)."""
-    dataset = tf.data.Dataset.from_tensor_slices((inputs, labels))
-    if seed is not None:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def make_optimizer(trainer_cfg) -> keras.optimizers.Optimizer:
     options = {"learning_rate": trainer_cfg.learning_rate}
     if trainer_cfg.clipnorm is not None:
@@ -61,7 +58,26 @@ def make_optimizer(trainer_cfg) -> keras.optimizers.Optimizer:
 
 
 class EpochLogger(mlflow.keras.MlflowCallback):
-    """MLflow's Keras callback (optimizer params, model summary, per-epoch metrics) plus epoch_seconds."""
+    """MLflow's Keras callback (optimizer params, model summary, per-epoch metrics) plus epoch_seconds, and
+    with `backup_dir` Keras' BackupAndRestore, its backup copied into the run after every epoch.
+
+    An epoch's metrics and its checkpoint are written as one step that Ctrl-C cannot split, so a resumed run
+    neither repeats nor skips an epoch in its metrics.
+    """
+
+    def __init__(self, backup_dir: Path | None = None):
+        super().__init__()
+        self.backup = keras.callbacks.BackupAndRestore(str(backup_dir)) if backup_dir else None
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.backup:
+            self.backup.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.backup:
+            self.backup.on_train_begin(logs)  # restores weights, optimizer state and the epoch to start at
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
@@ -69,7 +85,11 @@ class EpochLogger(mlflow.keras.MlflowCallback):
     def on_epoch_end(self, epoch, logs=None):
         metrics = {key: float(value) for key, value in (logs or {}).items()}
         metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
-        mlflow.log_metrics(metrics, step=epoch)
+        with tracking.interrupts_deferred():
+            mlflow.log_metrics(metrics, step=epoch)
+            if self.backup:
+                self.backup.on_epoch_end(epoch, logs)
+                mlflow.log_artifacts(self.backup.backup_dir, tracking.CHECKPOINT_PATH)
 
     def on_test_end(self, logs=None):
         pass  # validation metrics already arrive as val_* at epoch end
@@ -86,72 +106,163 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
 
 def train(cfg: DictConfig) -> float:
     validate(cfg)
+    resumed = None
+    if cfg.trainer.resume:  # continue that run, with the config it was started with
+        resumed = tracking.resumable_run(cfg)
+        cfg = tracking.resumed_config(cfg, resumed)
+        validate(cfg)
+    cfg = pipeline.resolve_bucketing(cfg)  # null -> true/false, and post padding when on: logged as run
     device = setup_runtime(cfg.trainer)
-    experiment_id = tracking.configure(cfg)  # fails fast on a bad store, before any data work
+    # fails fast on a bad store, before any data work
+    experiment_id = resumed.info.experiment_id if resumed else tracking.configure(cfg)
 
     started = time.perf_counter()
     data = load_dataset(cfg)
-    preprocessor = make_preprocessor(cfg.preprocess).fit(data.train.texts)
-    x_train, x_val, x_test = (preprocessor.encode(split.texts) for split in (data.train, data.validation, data.test))
+    preprocessor, (x_train, x_val, x_test), cached = pipeline.encode_splits(cfg, data)
     prepare_seconds = time.perf_counter() - started
     print(f"seqlab: {data.name}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} "
           f"test examples, {data.num_classes} classes, vocabulary {preprocessor.vocabulary_size} words, "
-          f"inputs {x_train.shape[1:]} ({prepare_seconds:.1f} s)", flush=True)
+          f"inputs {x_train.shape[1:]}{', tokenized data from the cache' if cached else ''} "
+          f"({prepare_seconds:.1f} s)", flush=True)
+    metadata = None
+    if cfg.model.metadata:  # a second input, imputed and scaled with train statistics only
+        metadata = fit_metadata(cfg, data)
+        splits = (data.train, data.validation, data.test)
+        x_train, x_val, x_test = ({"tokens": x, "metadata": metadata.encode(split.metadata)}
+                                  for x, split in zip((x_train, x_val, x_test), splits))
+    boundaries = pipeline.bucket_boundaries(cfg, x_train)
+    if boundaries:
+        print(f"seqlab: length buckets (post padding, masked) with boundaries {boundaries}", flush=True)
 
-    spec = InputSpec(vocab_size=cfg.preprocess.vocab_size, sequence_shape=preprocessor.sequence_shape,
-                     num_classes=data.num_classes, mask_zero=preprocessor.mask_zero)
-    tags = {"device": device}
-    with tracking.tracked_run(cfg, experiment_id, tags) as run:
+    # With buckets, batches are as wide as their longest example, not max_length.
+    spec = InputSpec(vocab_size=cfg.preprocess.vocab_size,
+                     sequence_shape=(None,) if boundaries else preprocessor.sequence_shape,
+                     num_classes=data.num_classes, mask_zero=preprocessor.mask_zero,
+                     metadata_dim=metadata.dim if metadata else 0)
+    tags = {"device": device, "data_fingerprint": data_fingerprint(x_train, data.train.labels, x_val,
+                                                                   data.validation.labels, x_test, data.test.labels)}
+    if resumed and resumed.data.tags.get("data_fingerprint") != tags["data_fingerprint"]:
+        raise DataError(f"trainer.resume={resumed.info.run_id}: the encoded data differ from those the run started "
+                        "with (the data files, the sampling or the fitted vocabulary changed); resuming would mix "
+                        "two experiments. Start a new run instead.")
+    resume_run_id = resumed.info.run_id if resumed else None
+    with tracking.tracked_run(cfg, experiment_id, tags, resume_run_id) as run:
         print(f"seqlab: MLflow run {run.info.run_id} in experiment {tracking.experiment_name(cfg)!r} "
-              f"at {cfg.tracking.uri}", flush=True)
+              f"at {tracking.redact_uri(cfg.tracking.uri)}", flush=True)
         mlflow.log_metric("prepare_seconds", prepare_seconds)
         model = build_model(cfg.model, spec)
+        mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
         model.compile(optimizer=make_optimizer(cfg.trainer), loss=loss_for(data.num_classes), metrics=["accuracy"],
                       jit_compile=cfg.trainer.jit_compile)
-        history = fit(model, cfg, data, x_train, x_val)
+        history = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None)
 
-        outputs = model.predict(make_dataset(x_test, data.test.labels, cfg.trainer.batch_size), verbose=0)
+        outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
         metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names)
         mlflow.log_metrics(metrics)
         mlflow.log_text(report, "classification_report.txt")
+        curves = learning_curves_figure(history)
         mlflow.log_figure(confusion, "confusion_matrix.png")
-        mlflow.log_figure(learning_curves_figure(history), "learning_curves.png")
+        mlflow.log_figure(curves, "learning_curves.png")
+        plt.close(confusion)  # sweeps run many jobs in one process: pyplot would keep every figure
+        plt.close(curves)
         print(f"seqlab: test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()), flush=True)
         print(report, flush=True)
         if cfg.tracking.log_model:
-            log_model(model, preprocessor, data)
+            log_model(model, preprocessor, data, metadata)
+    tracking.delete_checkpoint(run.info.run_id)  # FINISHED: nothing left to resume
     return objective(cfg, metrics, history)
 
 
-def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val) -> dict[str, list[float]]:
+def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
+        resume: bool = False) -> dict[str, list[float]]:
+    """Train, checkpointing into run `run_id` each epoch; with `resume`, from its last checkpoint on.
+
+    Returns the history of every epoch of the run, including those before a resume.
+    """
+    with tempfile.TemporaryDirectory(prefix="seqlab-") as scratch:  # one backup folder per run, never shared
+        backup_dir = Path(scratch) / tracking.CHECKPOINT_PATH if cfg.trainer.checkpoint else None
+        initial_epoch = tracking.download_checkpoint(run_id, Path(scratch)) if resume and backup_dir else 0
+        if resume:
+            print(f"seqlab: resuming run {run_id} after epoch {initial_epoch} of {cfg.trainer.epochs}", flush=True)
+            mlflow.set_tag("resumed_after_epoch", initial_epoch)
+        started = time.perf_counter()
+        history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(backup_dir)])
+        seconds = time.perf_counter() - started
+    if initial_epoch:
+        earlier = tracking.metric_history(run_id, ["epoch_seconds"]).get("epoch_seconds", [])[:initial_epoch]
+        seconds += sum(earlier)
+        history = tracking.metric_history(run_id, {"loss", "accuracy", "val_loss", "val_accuracy", *history})
+    mlflow.log_metrics({"train_seconds": seconds, "epochs": len(history.get("loss", []))})
+    return history
+
+
+def _fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, callbacks: list) -> dict[str, list[float]]:
     t = cfg.trainer
-    callbacks = [EpochLogger()]
     if t.early_stopping is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping,
                                                        restore_best_weights=True, verbose=1))
     weights = class_weights(data.train.labels, data.num_classes) if t.class_weight == "balanced" else None
-    train_set = make_dataset(x_train, data.train.labels, t.batch_size, seed=t.seed)
-    val_set = make_dataset(x_val, data.validation.labels, t.batch_size)
+    boundaries = pipeline.bucket_boundaries(cfg, x_train)  # None: padded to max_length
+    train_set = make_dataset(x_train, data.train.labels, t.batch_size, seed=t.seed, boundaries=boundaries,
+                             pad_to_boundaries=t.jit_compile)  # XLA compiles once per shape
+    val_set = make_dataset(x_val, data.validation.labels, t.batch_size, boundaries=boundaries,
+                           pad_to_boundaries=t.jit_compile)
     verbose = 1 if t.progress and sys.stdout.isatty() else 2
-    started = time.perf_counter()
     history = model.fit(train_set, validation_data=val_set, epochs=t.epochs, callbacks=callbacks,
                         class_weight=weights, shuffle=False, verbose=verbose)  # the dataset shuffles itself
-    seconds = time.perf_counter() - started
-    epochs = len(history.history.get("loss", []))
-    mlflow.log_metrics({"train_seconds": seconds, "epochs": epochs})
     return history.history
 
 
-def log_model(model: keras.Model, preprocessor, data) -> None:
-    """Log the network with the preprocessing in front of it, so the logged model takes raw strings."""
+def data_fingerprint(*arrays) -> str:
+    """SHA-256 (16 hex digits) of the encoded splits and labels: a resumed run must see the very same inputs."""
+    digest = hashlib.sha256()
+
+    def add(value):
+        if isinstance(value, dict):  # several model inputs
+            for key in sorted(value):
+                digest.update(str(key).encode())
+                add(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                add(item)
+        else:
+            array = np.ascontiguousarray(value)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+
+    for array in arrays:
+        add(array)
+    return digest.hexdigest()[:16]
+
+
+def fit_metadata(cfg: DictConfig, data) -> MetadataPreprocessor:
+    if data.train.metadata is None or not data.metadata_names:
+        raise ConfigError(f"Config key 'model.metadata' is true, but dataset {data.name!r} gives no numeric metadata "
+                          f"(dataset.metadata_columns={list(cfg.dataset.metadata_columns or [])}); set "
+                          "model.metadata=false or use a dataset with metadata columns.")
+    return MetadataPreprocessor(data.metadata_names).fit(data.train.metadata)
+
+
+def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreprocessor | None = None) -> None:
+    """Log the network with the preprocessing in front of it, so the logged model takes raw strings (and, with
+    metadata, raw numbers: the imputation and scaling fitted on train are layers of the model too)."""
     text = keras.Input(shape=(), dtype="string", name="text")
-    end_to_end = keras.Model(text, model(preprocessor.apply(text)), name=f"{model.name}_on_text")
-    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     examples = np.asarray(data.test.texts[:2], dtype=str)
-    signature = mlflow.models.infer_signature(examples, end_to_end.predict(examples.astype(object), verbose=0))
+    if metadata is None:
+        inputs, network_inputs, sample = text, preprocessor.apply(text), examples
+    else:
+        numbers = keras.Input(shape=(metadata.dim,), dtype="float32", name="metadata")
+        inputs = {"text": text, "metadata": numbers}
+        network_inputs = {"tokens": preprocessor.apply(text), "metadata": metadata.apply(numbers)}
+        sample = {"text": examples, "metadata": data.test.metadata[:2].astype(np.float32)}
+    end_to_end = keras.Model(inputs, model(network_inputs), name=f"{model.name}_on_text")
+    requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
+    as_objects = sample | {"text": examples.astype(object)} if metadata else examples.astype(object)
+    signature = mlflow.models.infer_signature(sample, end_to_end.predict(as_objects, verbose=0))
     mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
                            metadata={"class_names": list(data.class_names), "dataset": data.name,
-                                     "metadata_columns": list(data.metadata_names)})
+                                     "metadata_columns": list(metadata.names) if metadata else [],
+                                     "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float], history: dict[str, list[float]]) -> float:

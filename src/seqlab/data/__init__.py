@@ -10,6 +10,11 @@ from seqlab.errors import ConfigError
 # dataset.name -> module under seqlab.data that loads it
 SOURCES = {
     "imdb": "imdb",
+    "imdb_keras": "imdb_keras",
+    "dailydialog": "threads",
+    "persuasion": "threads",
+    "chitchat": "threads",
+    "custom": "custom",
 }
 
 

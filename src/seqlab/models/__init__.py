@@ -11,11 +11,15 @@ from typing import Callable
 import keras
 
 MODEL_BUILDERS: dict[str, Callable] = {}
+# Models that read units x words (preprocess=hierarchical, which their conf/model/*.yaml select).
+HIERARCHICAL_MODELS: set[str] = set()
 
 
-def register(name: str):
+def register(name: str, hierarchical: bool = False):
     def decorator(builder):
         MODEL_BUILDERS[name] = builder
+        if hierarchical:
+            HIERARCHICAL_MODELS.add(name)
         return builder
 
     return decorator
@@ -33,8 +37,21 @@ def loss_for(num_classes: int) -> str:
 
 
 def build_model(model_cfg, spec) -> keras.Model:
-    return MODEL_BUILDERS[model_cfg.name](model_cfg, spec)
+    model = MODEL_BUILDERS[model_cfg.name](model_cfg, spec)
+    return with_metadata(model, spec) if spec.metadata_dim else model
+
+
+def with_metadata(model: keras.Model, spec) -> keras.Model:
+    """`model.metadata=true` for any builder: a second input `metadata` (imputed, scaled numbers) concatenated
+    with the features that the builder's classifier head reads, and a new head on both."""
+    head = model.outputs[0]._keras_history.operation  # every builder ends in classifier_head
+    metadata = keras.Input(shape=(spec.metadata_dim,), dtype="float32", name="metadata")
+    features = keras.layers.Concatenate(name="text_and_metadata")([head.input, metadata])
+    return keras.Model({"tokens": model.inputs[0], "metadata": metadata}, classifier_head(features, spec.num_classes),
+                       name=model.name)
 
 
 # Importing the family modules fills the registry.
 from seqlab.models import recurrent  # noqa: E402,F401
+from seqlab.models import attention, convolutional, fasttext  # noqa: E402,F401
+from seqlab.models import hierarchical  # noqa: E402,F401

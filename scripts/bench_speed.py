@@ -1,0 +1,267 @@
+"""Speed benchmark: a plain Keras script of the tutorial LSTM against seqlab's padded and bucketed runs.
+
+Every run is a fresh child process of this one, on the same data (the same seeded IMDB sample and word
+ids), one after the other; `--rounds 2` alternates them twice, so a change in the machine's speed shows.
+Prints, as a Markdown block for the README: seconds per epoch, test accuracy after the last epoch, peak
+memory, start-up time before the first step, tokenizing time (first time and from the cache), and the
+ratios seqlab padded / plain Keras and padded / bucketed.
+
+    .venv/bin/python scripts/bench_speed.py --rounds 2     # full data, 3 epochs: 1-2 hours on 2 CPU cores
+    .venv/bin/python scripts/bench_speed.py --max-train 600 --max-test 300 --max-length 100 --epochs 1  # smoke
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.perf_counter()  # before the heavy imports: start-up includes them
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+VARIANTS = ("plain_keras", "seqlab_padded", "seqlab_bucketed")
+
+
+def overrides(args, cache_dir: str) -> list[str]:
+    """The seqlab config every run shares (the plain script reads its data through the same config)."""
+    items = [f"preprocess.max_length={args.max_length}", f"trainer.epochs={args.epochs}",
+             f"trainer.batch_size={args.batch_size}", f"trainer.seed={args.seed}", f"cache_dir={cache_dir}",
+             "trainer.progress=false"]
+    for key, value in (("dataset.max_train", args.max_train), ("dataset.max_test", args.max_test),
+                       ("data_dir", args.data_dir)):
+        if value is not None:
+            items.append(f"{key}={value}")
+    return items
+
+
+def peak_memory_mb() -> float:
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+# --- children: one run each, one JSON line on stdout ------------------------------------------------
+
+def compose(items: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from seqlab.cli import config_dir
+    from seqlab.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=items)
+
+
+def run_tokenize(items: list[str]) -> dict:
+    """Tokenizing every split: once into an empty cache, then from it."""
+    from seqlab import pipeline
+    from seqlab.data import load_dataset
+
+    cfg = compose(items)
+    data = load_dataset(cfg)
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        _, arrays, cached = pipeline.encode_splits(cfg, data)
+        timings.append((time.perf_counter() - started, cached))
+    (first, first_cached), (again, again_cached) = timings
+    if first_cached or not again_cached:
+        raise SystemExit("bench_speed: the tokenizing benchmark needs an empty cache_dir")
+    pipeline.encode_splits(compose([*items, "preprocess.padding=post"]), data)  # the bucketed run's, for its start-up
+    return {"examples": sum(len(a) for a in arrays), "first_seconds": first, "cached_seconds": again}
+
+
+def run_plain_keras(items: list[str]) -> dict:
+    """The tutorial's script, in plain Keras, on seqlab's word ids (pre-padded to max_length, as the tutorial)."""
+    import keras
+
+    from seqlab import pipeline
+    from seqlab.data import load_dataset
+
+    cfg = compose([*items, "trainer.bucketing=false"])
+    data = load_dataset(cfg)
+    _, (x_train, x_val, x_test), _ = pipeline.encode_splits(cfg, data)  # from the cache the tokenizing run filled
+    keras.utils.set_random_seed(cfg.trainer.seed)
+    model = keras.Sequential([
+        keras.Input(shape=(cfg.preprocess.max_length,), dtype="int32"),
+        keras.layers.Embedding(cfg.preprocess.vocab_size, 32),
+        keras.layers.LSTM(100),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ])
+    model.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    epoch_seconds, first_step = [], []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            first_step.append(time.perf_counter() - STARTED)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_seconds.append(time.perf_counter() - self.started)
+
+    started = time.perf_counter()
+    model.fit(x_train, data.train.labels, validation_data=(x_val, data.validation.labels), epochs=cfg.trainer.epochs,
+              batch_size=cfg.trainer.batch_size, callbacks=[Timer()], verbose=2)
+    fit_seconds = time.perf_counter() - started
+    _, accuracy = model.evaluate(x_test, data.test.labels, batch_size=cfg.trainer.batch_size, verbose=0)
+    return {"epoch_seconds": epoch_seconds, "fit_seconds": fit_seconds, "test_accuracy": accuracy,
+            "startup_seconds": first_step[0]}
+
+
+def run_seqlab(items: list[str], bucketing: bool, store: Path) -> dict:
+    """`seqlab train` as a user runs it (Hydra, MLflow, checkpoints, logged model), its figures read from MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from seqlab import cli, train
+
+    first_step = []
+    original = train.EpochLogger.on_train_begin
+
+    def on_train_begin(self, logs=None):  # the last thing before the first step
+        first_step.append(time.perf_counter() - STARTED)
+        original(self, logs)
+
+    train.EpochLogger.on_train_begin = on_train_begin
+    name = f"bench_{'bucketed' if bucketing else 'padded'}"
+    uri = f"sqlite:///{store}"
+    code = cli.main(["train", *items, "model=lstm", f"trainer.bucketing={str(bucketing).lower()}",
+                     f"tracking.uri={uri}", "tracking.experiment=bench_speed", f"tracking.run_name={name}",
+                     f"hydra.run.dir={store.parent / 'outputs'}"])
+    if code != 0:
+        raise SystemExit(f"bench_speed: seqlab train failed with exit code {code}")
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("bench_speed")
+    [run] = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    history = sorted(client.get_metric_history(run.info.run_id, "epoch_seconds"), key=lambda m: m.step)
+    return {"epoch_seconds": [m.value for m in history], "fit_seconds": run.data.metrics["train_seconds"],
+            "test_accuracy": run.data.metrics["test_accuracy"], "startup_seconds": first_step[0]}
+
+
+def child(args) -> None:
+    items = json.loads(args.items)
+    if args.child == "tokenize":
+        result = run_tokenize(items)
+    elif args.child == "plain_keras":
+        result = run_plain_keras(items)
+    else:
+        result = run_seqlab(items, bucketing=args.child == "seqlab_bucketed", store=Path(args.store))
+    result["peak_memory_mb"] = peak_memory_mb()
+    print("BENCH_RESULT " + json.dumps(result), flush=True)
+
+
+# --- parent: runs the children, prints the table ----------------------------------------------------
+
+def spawn(kind: str, items: list[str], store: Path, log) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--items", json.dumps(items),
+               "--store", str(store)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    print(f"bench_speed: running {kind} ...", file=sys.stderr, flush=True)
+    process = subprocess.run(command, capture_output=True, text=True, env=env)
+    log.write(f"===== {kind}\n{process.stdout}\n{process.stderr}\n")
+    lines = [line for line in process.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"bench_speed: {kind} failed (exit code {process.returncode}); see {log.name}:\n"
+                         f"{process.stderr[-2000:]}")
+    return json.loads(lines[-1][len("BENCH_RESULT "):])
+
+
+def markdown(args, tokenize: dict, runs: dict[str, list[dict]], seconds: float) -> str:
+    def median(kind, pick):
+        return statistics.median(pick(result) for result in runs[kind])
+
+    # model.fit's wall time / epochs: with validation, graph tracing, and seqlab's checkpoints and MLflow logging
+    epoch = {kind: median(kind, lambda r: r["fit_seconds"] / args.epochs) for kind in VARIANTS}
+    labels = {"plain_keras": "plain Keras script (tutorial LSTM, pre padding)",
+              "seqlab_padded": "`seqlab train trainer.bucketing=false` (pre padding)",
+              "seqlab_bucketed": "`seqlab train trainer.bucketing=true` (buckets, masks)"}
+    sample = f"{args.max_train or 'all'} train (10% held out for validation) / {args.max_test or 'all'} test reviews"
+    lines = [
+        f"Tutorial LSTM, batch {args.batch_size}, max length {args.max_length}, {sample}, {args.epochs} epoch(s), "
+        f"seed {args.seed}; {args.rounds} round(s), medians; `{' '.join(['scripts/bench_speed.py', *sys.argv[1:]])}` "
+        f"on {platform.node() or 'this machine'} ({os.cpu_count()} CPUs), {seconds / 60:.0f} min in all.",
+        "",
+        "| run | seconds / epoch | each epoch (s) | test accuracy | peak memory (MB) | start-up (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind in VARIANTS:
+        accuracy = ", ".join(f"{r['test_accuracy']:.4f}" for r in runs[kind])
+        epochs = "; ".join(" / ".join(f"{s:.0f}" for s in r["epoch_seconds"]) for r in runs[kind])
+        lines.append(f"| {labels[kind]} | {epoch[kind]:.1f} | {epochs} | {accuracy} | "
+                     f"{median(kind, lambda r: r['peak_memory_mb']):.0f} | "
+                     f"{median(kind, lambda r: r['startup_seconds']):.1f} |")
+    lines += [
+        "",
+        "Seconds / epoch: `model.fit`'s wall time over the epochs (validation, tracing, and seqlab's checkpoints "
+        "and MLflow logging included); each epoch: Keras' epoch span. Medians over rounds; accuracies of every round.",
+        "",
+        f"- seqlab padded / plain Keras, per epoch: **{epoch['seqlab_padded'] / epoch['plain_keras']:.2f}x** "
+        "(target at most 1.05x)",
+        f"- padded / bucketed, per epoch: **{epoch['seqlab_padded'] / epoch['seqlab_bucketed']:.2f}x** "
+        "(target at least 2x, with test accuracy at least as high)",
+        f"- tokenizing {tokenize['examples']:,} reviews: {tokenize['first_seconds']:.1f} s the first time, "
+        f"{tokenize['cached_seconds']:.2f} s from the cache (targets 30 s and 3 s)",
+        "- start-up: process start to the first training step (imports, config, data from the cache); "
+        "target under 15 s for `seqlab train`",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-train", type=int, default=None, help="training reviews (default: all 25,000)")
+    parser.add_argument("--max-test", type=int, default=None, help="test reviews (default: all 25,000)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-length", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rounds", type=int, default=1, help="times to run the three, alternating")
+    parser.add_argument("--data-dir", default=None, help="default: $SEQLAB_DATA_DIR")
+    parser.add_argument("--output", type=Path, default=None, help="also write the Markdown block here")
+    parser.add_argument("--child", choices=["tokenize", *VARIANTS], help=argparse.SUPPRESS)
+    parser.add_argument("--items", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="seqlab-bench-"))  # its own cache and MLflow store, removed at the end
+    try:
+        items = overrides(args, str(scratch / "cache"))
+        store = scratch / "mlflow.db"
+        with open(scratch / "bench.log", "w") as log:
+            tokenize = spawn("tokenize", items, store, log)  # also fills the cache the runs read
+            runs = {kind: [] for kind in VARIANTS}
+            for _ in range(args.rounds):
+                for kind in VARIANTS:
+                    runs[kind].append(spawn(kind, items, store, log))
+        block = markdown(args, tokenize, runs, time.perf_counter() - started)
+        print(block)
+        if args.output:
+            args.output.write_text(block + "\n")
+    except SystemExit:
+        kept = Path(tempfile.gettempdir()) / "seqlab-bench.log"
+        if (scratch / "bench.log").exists():
+            shutil.copy(scratch / "bench.log", kept)
+            print(f"bench_speed: the children's output is in {kept}", file=sys.stderr)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The chat-thread comparison and its targets: runs `experiment=threads_compare` (flat BiLSTM, hier_lstm,
+hier_conv, each without and with metadata) per thread dataset, then reads the runs back from MLflow and
+prints one table (mean and spread over seeds) and the targets, PASS or FAIL.
+
+    .venv/bin/python scripts/benchmark_threads.py                    # everything (hours on 2 CPU cores)
+    .venv/bin/python scripts/benchmark_threads.py --report-only      # the table from runs already in the store
+    .venv/bin/python scripts/benchmark_threads.py --smoke --datasets persuasion --persuasion-seeds 1   # minutes
+
+Targets (test split): DailyDialog macro-F1 >= 0.70 and accuracy >= 0.75 for the best preset; on
+PersuasionForGood, metadata improves each model's macro-F1, averaged over 3 seeds (153 test threads: single
+runs are noise); Chitchat accuracy >= 0.50. TF-IDF + logistic regression baselines from the data README.
+Extra arguments after `--` go to `seqlab train` (e.g. `-- trainer.device=gpu hydra/launcher=joblib`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from seqlab.compare import search, to_markdown
+
+DATASETS = ("dailydialog", "persuasion", "chitchat")
+BASELINES = {"dailydialog": "TF-IDF + LR (balanced): accuracy 0.723, macro-F1 0.647",
+             "persuasion": "TF-IDF + LR (balanced): accuracy 0.641, macro-F1 0.637; metadata only 0.588 / 0.576",
+             "chitchat": "TF-IDF + LR: accuracy 0.465, macro-F1 0.459"}
+# Small enough to run every job in seconds: checks the pipeline, not the figures.
+SMOKE = ["dataset.max_train=120", "dataset.max_test=60", "trainer.epochs=1", "trainer.early_stopping=null",
+         "preprocess.vocab_size=2000", "preprocess.max_length=60", "preprocess.max_units=6",
+         "preprocess.max_unit_length=12", "model.embedding_dim=8", "model.units=8", "model.message_units=4",
+         "model.filters=8", "trainer.progress=false"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[42], help="seeds for dailydialog and chitchat")
+    p.add_argument("--persuasion-seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    p.add_argument("--experiment", default=None, help="default: threads_compare (threads_compare_smoke with --smoke)")
+    p.add_argument("--smoke", action="store_true", help="tiny subsets and models, one epoch: a pipeline check")
+    p.add_argument("--report-only", action="store_true", help="do not train; report the runs in the store")
+    p.add_argument("overrides", nargs="*", help="after --: more seqlab train overrides")
+    return p
+
+
+def run_sweeps(args, experiment: str) -> None:
+    for dataset in args.datasets:
+        seeds = args.persuasion_seeds if dataset == "persuasion" else args.seeds
+        command = [sys.executable, "-m", "seqlab.cli", "train", "experiment=threads_compare", f"dataset={dataset}",
+                   f"trainer.seed={','.join(map(str, seeds))}", f"tracking.uri={args.tracking_uri}",
+                   f"tracking.experiment={experiment}", *(SMOKE if args.smoke else []), *args.overrides]
+        print("+", " ".join(command[2:]), flush=True)
+        subprocess.run(command, check=True)
+
+
+def results(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Mean, spread and count over seeds of test accuracy and macro-F1 per dataset, model and metadata."""
+    runs = search(tracking_uri, experiment)
+    if runs.empty:
+        raise SystemExit(f"No finished runs in experiment {experiment!r} at {tracking_uri}.")
+    runs = runs.rename(columns={"params.dataset.name": "dataset", "params.model.name": "model",
+                                "params.model.metadata": "metadata", "metrics.test_accuracy": "accuracy",
+                                "metrics.test_f1_macro": "f1_macro", "metrics.train_seconds": "seconds"})
+    table = runs.groupby(["dataset", "model", "metadata"]).agg(
+        runs=("accuracy", "size"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
+        f1_macro=("f1_macro", "mean"), f1_macro_std=("f1_macro", "std"), seconds=("seconds", "mean"))
+    return table.reset_index()
+
+
+def spread(row) -> str:
+    """Mean macro-F1 ± its standard deviation over seeds (no spread from one run)."""
+    return f"{row['f1_macro']:.3f}" + ("" if pd.isna(row["f1_macro_std"]) else f" ± {row['f1_macro_std']:.3f}")
+
+
+def targets(table: pd.DataFrame) -> list[str]:
+    lines = []
+    for dataset, part in table.groupby("dataset"):
+        best = part.sort_values("f1_macro", ascending=False).iloc[0]
+        name = f"{best['model']}{' + metadata' if best['metadata'] == 'True' else ''}"
+        if dataset == "dailydialog":
+            ok = best["f1_macro"] >= 0.70 and best["accuracy"] >= 0.75
+            lines.append(f"dailydialog: best {name}: macro-F1 {best['f1_macro']:.3f} (>= 0.70), accuracy "
+                         f"{best['accuracy']:.3f} (>= 0.75): {'PASS' if ok else 'FAIL'}")
+        elif dataset == "chitchat":
+            best = part.sort_values("accuracy", ascending=False).iloc[0]
+            name = f"{best['model']}{' + metadata' if best['metadata'] == 'True' else ''}"
+            lines.append(f"chitchat: best {name}: accuracy {best['accuracy']:.3f} (>= 0.50): "
+                         f"{'PASS' if best['accuracy'] >= 0.50 else 'FAIL'}")
+        elif dataset == "persuasion":
+            for model, pair in part.groupby("model"):
+                by = pair.set_index("metadata")
+                if not {"True", "False"} <= set(by.index):
+                    continue
+                with_, without = by.loc["True"], by.loc["False"]
+                verdict = "improves it: PASS" if with_["f1_macro"] > without["f1_macro"] else "does not: FAIL"
+                lines.append(f"persuasion: {model}: macro-F1 {spread(without)} without metadata, {spread(with_)} "
+                             f"with ({int(with_['runs'])} seeds): metadata {verdict}")
+        lines.append(f"  baseline: {BASELINES[dataset]}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    experiment = args.experiment or ("threads_compare_smoke" if args.smoke else "threads_compare")
+    if not args.report_only:
+        run_sweeps(args, experiment)
+    table = results(args.tracking_uri, experiment)
+    table = table[table["dataset"].isin(args.datasets)]
+    print(to_markdown(table))
+    print("\n".join(["", "Targets (test split):", *targets(table)]))
+    if args.smoke:
+        print("(--smoke: tiny subsets, one epoch: the figures check the pipeline, not the targets)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""A bidirectional LSTM read through self-attention pooling instead of its last state."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from seqlab.models import classifier_head, register
+from seqlab.models.recurrent import embed, padding_mask, token_input
+
+
+@register("attention_bilstm")
+def build_attention_bilstm(cfg, spec) -> keras.Model:
+    """Embedding -> Bidirectional(LSTM, every step) -> additive attention pooling -> Dense.
+
+    Scores are v . tanh(W h_t + b) (Bahdanau-style, one learned query), softmaxed over the words only:
+    padding is masked whichever end it is on, so it gets zero weight.
+    """
+    tokens = token_input(spec)
+    x = embed(tokens, cfg, spec, mask_zero=True)
+    for index in range(cfg.layers):
+        lstm = layers.LSTM(cfg.units, dropout=cfg.dropout, recurrent_dropout=cfg.recurrent_dropout,
+                           return_sequences=True)
+        x = layers.Bidirectional(lstm, name="bilstm" if cfg.layers == 1 else f"bilstm_{index + 1}")(x)
+    hidden = layers.Dense(cfg.attention_units, activation="tanh", name="attention_hidden")(x)
+    scores = layers.Dense(1, use_bias=False, name="attention_score")(hidden)  # (batch, steps, 1)
+    weights = layers.Softmax(axis=1, name="attention_weights")(scores, mask=ops.expand_dims(padding_mask(tokens), -1))
+    pooled = ops.sum(weights * x, axis=1)
+    if cfg.dropout > 0:
+        pooled = layers.Dropout(cfg.dropout, name="dropout")(pooled)
+    return keras.Model(tokens, classifier_head(pooled, spec.num_classes), name=cfg.name)

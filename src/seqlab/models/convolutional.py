@@ -1,0 +1,34 @@
+"""Convolution in front of a recurrent layer (the tutorial's CNN + LSTM)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from seqlab.models import classifier_head, register
+from seqlab.models.recurrent import embed, padding_mask, recurrent_stack, token_input
+
+
+@register("cnn_lstm")
+def build_cnn_lstm(cfg, spec) -> keras.Model:
+    """Embedding -> Conv1D(32, 3, same, relu) -> MaxPooling1D(2) -> LSTM(100) -> Dense.
+
+    Conv1D and MaxPooling1D drop Keras masks, so with post padding the mask is carried by hand: padding
+    vectors are zeroed before and after the convolution (zeros are what 'same' padding sees at a
+    sequence's end, and never win a max over ReLU outputs), and the mask is max-pooled like the features.
+    """
+    tokens = token_input(spec)
+    x = embed(tokens, cfg, spec, mask_zero=False)
+    convolution = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu", name="conv1d")
+    pooling = layers.MaxPooling1D(cfg.pool_size, padding="same", name="max_pooling1d")
+    mask = None
+    if spec.mask_zero:
+        words = ops.expand_dims(ops.cast(padding_mask(tokens), x.dtype), axis=-1)  # (batch, steps, 1)
+        x = convolution(x * words) * words
+        pooled_words = layers.MaxPooling1D(cfg.pool_size, padding="same", name="pool_mask")(words)
+        mask = ops.squeeze(pooled_words, axis=-1) > 0
+    else:
+        x = convolution(x)
+    x = recurrent_stack(pooling(x), cfg, mask=mask)
+    return keras.Model(tokens, classifier_head(x, spec.num_classes), name=cfg.name)
+

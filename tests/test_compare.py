@@ -1,0 +1,104 @@
+"""`seqlab compare`: the params that differ, seeds averaged with their spread, --sweep, the three formats.
+
+The store is written here through MLflow's client, with the params, tags and metrics `seqlab train`
+records (tests/test_sweeps.py compares runs that real sweeps made)."""
+
+import io
+import statistics
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from seqlab.compare import main, runs_frame
+
+BASE = {"model.name": "lstm", "model.units": "100", "trainer.epochs": "2", "trainer.seed": "42",
+        "tracking.uri": "sqlite:///mlflow.db", "tracking.run_name": "null", "data_dir": "data"}
+# (sweep, model.units, seed, test_accuracy); the seed runs of a sweep differ only in trainer.seed
+RUNS = [("seeds", "100", "1", 0.80), ("seeds", "100", "2", 0.84), ("seeds", "100", "3", 0.86),
+        ("seeds", "50", "1", 0.78), ("seeds", "50", "2", 0.74), ("seeds", "50", "3", 0.79),
+        ("other", "25", "1", 0.70)]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    tmp_path = tmp_path_factory.mktemp("compare")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("imdb", artifact_location=(tmp_path / "artifacts").as_uri())
+    parents = {}
+    for sweep in ("seeds", "other"):
+        parent = client.create_run(experiment, run_name=sweep, tags={"sweep": sweep, "sweep.role": "parent"})
+        client.set_terminated(parent.info.run_id, "FINISHED")
+        parents[sweep] = parent.info.run_id
+    for number, (sweep, units, seed, accuracy) in enumerate(RUNS):
+        run = client.create_run(experiment, run_name=f"{sweep}-{number}", tags={
+            "sweep": sweep, "sweep.role": "child", "mlflow.parentRunId": parents[sweep]})
+        run_id = run.info.run_id
+        params = {**BASE, "model.units": units, "trainer.seed": seed, "tracking.run_name": f"{sweep}-{number}"}
+        for key, value in params.items():
+            client.log_param(run_id, key, value)
+        for key, value in {"test_accuracy": accuracy, "test_loss": 1 - accuracy, "val_accuracy": accuracy + 0.01,
+                           "epochs": 2, "train_seconds": 10.0 + number}.items():
+            client.log_metric(run_id, key, value)
+        client.set_terminated(run_id, "FINISHED")
+    unfinished = client.create_run(experiment, run_name="crashed")
+    client.log_param(unfinished.info.run_id, "model.name", "gru")
+    client.set_terminated(unfinished.info.run_id, "FAILED")
+    return uri
+
+
+def test_seed_runs_become_one_row_with_mean_and_spread(store):
+    table = runs_frame(store, "imdb", sweep="seeds")
+    assert list(table["model.units"]) == ["100", "50"]  # best mean first
+    assert "trainer.seed" not in table and "epochs" in table and "tracking.run_name" not in table
+    row = table.iloc[0]
+    assert row["runs"] == 3 and row["seeds"] == "1 2 3"
+    assert row["test_accuracy"] == pytest.approx(statistics.mean([0.80, 0.84, 0.86]))
+    assert row["test_accuracy_std"] == pytest.approx(statistics.stdev([0.80, 0.84, 0.86]))
+    assert row["epoch_seconds"] == pytest.approx(statistics.mean([10 / 2, 11 / 2, 12 / 2]))
+
+
+def test_per_run_and_whole_experiment(store):
+    table = runs_frame(store, "imdb", sweep="seeds", per_run=True)
+    assert len(table) == 6 and list(table["test_accuracy"]) == sorted(table["test_accuracy"], reverse=True)
+    assert {"run", "name", "trainer.seed", "model.units"} <= set(table.columns)
+    everything = runs_frame(store, "imdb")  # parents are never rows; the FAILED run only with --all
+    assert everything["runs"].sum() == 7 and "gru" not in set(everything["model"])
+    assert "FAILED" in set(runs_frame(store, "imdb", finished_only=False, per_run=True)["status"])
+    by_loss = runs_frame(store, "imdb", metric="test_loss")
+    assert list(by_loss["test_loss"]) == sorted(by_loss["test_loss"])  # a loss sorts lowest first
+
+
+def compare(capsys, store, *args):
+    code = main(["--tracking-uri", store, *args])
+    output = capsys.readouterr()
+    return code, output.out, output.err
+
+
+def test_formats(store, capsys):
+    code, out, err = compare(capsys, store, "--sweep", "seeds", "--format", "csv")
+    assert code == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert list(frame["model.units"]) == [100, 50] and "test_accuracy_std" in frame
+    markdown = compare(capsys, store, "--sweep", "seeds", "--format", "markdown")[1].splitlines()
+    assert markdown[0].startswith("| model | model.units | runs | seeds | test_accuracy |")
+    assert "| lstm | 100 | 3 | 1 2 3 | 0.8333 ± 0.0306 |" in markdown[2]
+
+
+def test_command_line_table(store):
+    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "compare", "--tracking-uri", store, "--experiment",
+                             "imdb", "--sweep", "seeds"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "0.8333 ± 0.0306" in result.stdout and "model.units" in result.stdout and "sweep 'seeds'" in result.stdout
+
+
+def test_unknown_sweep_or_experiment_names_the_known_ones(store, capsys):
+    code, _, err = compare(capsys, store, "--sweep", "nope")
+    assert code == 1 and "sweeps there: other, seeds" in err
+    code, _, err = compare(capsys, store, "--experiment", "nope")
+    assert code == 1 and "experiments there:" in err and "imdb" in err
+    code, _, err = compare(capsys, store, "--metric", "test_bleu")
+    assert code == 1 and "test_accuracy" in err

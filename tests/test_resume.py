@@ -1,0 +1,52 @@
+"""Ctrl-C in the middle of an epoch ends the run KILLED; `trainer.resume=<run_id>` finishes that same run."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 5
+TINY = ["dataset.max_train=300", "dataset.max_test=60", "preprocess.max_length=60", "preprocess.vocab_size=1000",
+        "model.embedding_dim=8", "model.units=8", "trainer.batch_size=16", f"trainer.epochs={EPOCHS}",
+        "tracking.log_model=false"]
+
+
+def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "seqlab.cli", "train", f"data_dir={real_data_dir}", f"tracking.uri={uri}"]
+    process = subprocess.Popen([*command, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=tmp_path, env=env)
+    output = []
+    try:
+        for line in process.stdout:  # Keras prints "Epoch 3/5" as the third epoch begins
+            output.append(line)
+            if line.startswith("Epoch 3/"):
+                process.send_signal(signal.SIGINT)
+                break
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted (Ctrl-C)" in stderr
+    run_id = next(line.split()[3] for line in output if line.startswith("seqlab: MLflow run "))
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and "interrupted" in run.data.tags["error"]
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == [0, 1]  # epoch 3 never ended
+
+    resumed = subprocess.run([*command, f"trainer.resume={run_id}"], capture_output=True, text=True, cwd=tmp_path,
+                             env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming run {run_id} after epoch 2 of {EPOCHS}" in resumed.stdout
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs"] == EPOCHS
+    for key in ("loss", "val_accuracy"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(EPOCHS)), key
+    assert run.data.params["trainer.epochs"] == str(EPOCHS) and run.data.params["trainer.resume"] == "null"
+    assert len(client.search_runs([run.info.experiment_id])) == 1

@@ -1,0 +1,208 @@
+"""Bad config on the command line, runs that always end, secrets kept out of MLflow, safe model loading, and
+the same seed giving the same metrics."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from seqlab import tracking
+from seqlab import train as train_module
+from seqlab.errors import ConfigError, SeqlabError, Terminated
+from seqlab.predict import load
+from tests.conftest import compose_config
+
+TINY = ["dataset.max_train=160", "dataset.max_test=60", "preprocess.max_length=30", "preprocess.vocab_size=500",
+        "model.embedding_dim=8", "model.units=4", "trainer.batch_size=32", "tracking.log_model=false"]
+
+
+def seqlab(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model=nope", ["model", "nope", "lstm"]),  # unknown group option: lists the options
+    ("model.dropuot=0.2", ["model.dropuot", "dropout"]),  # unknown key: lists the keys
+    ("+model.dropuot=0.2", ["model.dropuot", "dropout"]),
+    ("trainer.epochs=three", ["trainer.epochs", "three", "Integer"]),  # wrong type
+    ("trainer.deterministic=maybe", ["trainer.deterministic", "maybe", "bool"]),
+    ("trainer.epochs=-2", ["trainer.epochs", "-2", "[1, inf)"]),  # out of range
+    ("model.dropout=1.0", ["model.dropout", "1.0", "[0, 1)"]),
+    ("preprocess.padding=middle", ["preprocess.padding", "middle", "'pre', 'post'"]),
+    ("preprocess.vocab_size=1", ["preprocess.vocab_size", "[2, inf)"]),
+    ("trainer.epochs=[", ["trainer.epochs=[", "key=value"]),  # not an override at all
+    ("model.metadata=true", ["model.metadata", "imdb", "metadata columns"]),  # incompatible with the dataset
+])
+def test_bad_config_exits_2_with_one_paragraph_and_starts_nothing(tmp_path, override, expected):
+    result = seqlab("train", override, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("seqlab: error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    for text in expected:
+        assert text in result.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_cfg_help_and_multirun_still_reach_hydra(tmp_path):
+    assert "units: 5" in seqlab("train", "--cfg", "job", "model.units=5", cwd=tmp_path).stdout
+    assert "== Config groups" in seqlab("train", "--help", cwd=tmp_path).stdout
+    result = seqlab("train", "--multirun", "trainer.epochs=1,-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
+                    "dataset.max_train=0", cwd=tmp_path)  # every job has a bad value: each fails before any work
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "job 0: error: Config key 'dataset.max_train'" in result.stderr
+
+
+def test_tracking_uri_credentials_never_printed(tmp_path):
+    result = seqlab("train", "tracking.uri=http://alice:hunter2@127.0.0.1:9", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "<redacted>@127.0.0.1:9" in result.stderr
+    assert "MLFLOW_TRACKING_PASSWORD" in result.stderr  # says where credentials belong
+
+
+def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_config(tmp_path):
+    cfg = compose_config(["tracking.uri=http://alice:hunter2@tracking.example:5000"])
+    cfg = OmegaConf.create({**OmegaConf.to_container(cfg),  # keys a later schema or a plugin may add
+                            "extra": {"api_token": "tok-123", "db_password": "pw-456", "max_tokens": 7}})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        tracking.log_config(cfg)
+    client = MlflowClient()
+    params = client.get_run(run.info.run_id).data.params
+    config_text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    for logged in (str(params), config_text):
+        assert "hunter2" not in logged and "tok-123" not in logged and "pw-456" not in logged
+    assert params["tracking.uri"] == "http://<redacted>@tracking.example:5000"
+    assert params["extra.api_token"] == params["extra.db_password"] == "<redacted>"
+    assert params["extra.max_tokens"] == "7" and params["model.name"] == "lstm"  # the rest as it was
+
+
+def test_models_load_in_safe_mode(tmp_path):
+    """A logged model whose file holds Python code (a lambda) is refused instead of run."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    with mlflow.start_run() as run:
+        mlflow.keras.log_model(model, name="model", pip_requirements=["keras"])
+    with pytest.raises(SeqlabError, match="safe_mode"):
+        load(f"runs:/{run.info.run_id}/model")
+
+
+@pytest.fixture
+def tiny_cfg(real_data_dir, tmp_path):
+    def make(*overrides):
+        return compose_config([f"data_dir={real_data_dir}", *TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                               *overrides])
+
+    return make
+
+
+def snapshot(client, run_id):
+    run = client.get_run(run_id)
+    artifacts = sorted(a.path for a in client.list_artifacts(run_id))
+    history = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics}
+    return run.info.status, run.info.end_time, run.data.params, run.data.tags, history, artifacts
+
+
+@pytest.mark.slow
+def test_other_runs_never_modify_a_stored_run(tiny_cfg, monkeypatch):
+    train_module.train(tiny_cfg("trainer.epochs=1"))
+    client = MlflowClient()
+    [finished] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    before = snapshot(client, finished.info.run_id)
+
+    monkeypatch.setenv("MLFLOW_RUN_ID", finished.info.run_id)  # MLflow would log a new run into this one
+    with pytest.raises(ConfigError, match="MLFLOW_RUN_ID"):
+        train_module.train(tiny_cfg("trainer.epochs=1"))
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+    with pytest.raises(ConfigError, match="already FINISHED"):
+        train_module.train(tiny_cfg(f"trainer.resume={finished.info.run_id}"))
+
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(train_module, "test_metrics", broken_evaluation)
+    with pytest.raises(RuntimeError):
+        train_module.train(tiny_cfg("trainer.epochs=1"))
+    runs = client.search_runs([finished.info.experiment_id])
+    assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
+    assert snapshot(client, finished.info.run_id) == before
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypatch):
+    """A real SIGTERM at the start of the second epoch; then trainer.resume finishes the same run."""
+    fit = train_module._fit
+
+    class SigtermAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "_fit", lambda *args, callbacks: fit(*args, callbacks=[
+        *callbacks, SigtermAtSecondEpoch()]))
+    with pytest.raises(Terminated):
+        train_module.train(tiny_cfg("trainer.epochs=3"))
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is the run's only
+    client = MlflowClient()
+    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    run_id = run.info.run_id
+    assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["error"]
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [0]
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoint")} >= {"checkpoint/training_metadata.json"}
+
+    monkeypatch.setattr(train_module, "_fit", fit)
+    train_module.train(tiny_cfg(f"trainer.resume={run_id}"))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    assert run.data.tags["resumed_after_epoch"] == "1" and run.data.metrics["epochs"] == 3
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [0, 1, 2], key
+    assert "test_accuracy" in run.data.metrics
+    assert not client.list_artifacts(run_id, "checkpoint")  # finished: nothing left to resume
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # the same run, no new one
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_data(tiny_cfg, monkeypatch):
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(tiny_cfg("trainer.epochs=2"))
+    client = MlflowClient()
+    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    assert run.info.status == "KILLED"
+    client.set_tag(run.info.run_id, "data_fingerprint", "0" * 16)  # as if the files had changed since
+    with pytest.raises(SeqlabError, match="encoded data differ"):
+        train_module.train(tiny_cfg(f"trainer.resume={run.info.run_id}"))
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_resume_of_an_unknown_run_is_a_config_error(tmp_path):
+    result = seqlab("train", "trainer.resume=0123456789abcdef", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                    cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "trainer.resume" in result.stderr and "0123456789abcdef" in result.stderr and "no run" in result.stderr
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics_per_epoch(tiny_cfg):
+    def epoch_metrics(*overrides):
+        train_module.train(tiny_cfg("trainer.epochs=2", *overrides))
+        client = MlflowClient()
+        run = client.search_runs([client.get_experiment_by_name("imdb").experiment_id], max_results=1,
+                                 order_by=["attributes.start_time DESC"])[0]
+        return {key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss")}
+
+    first, second = epoch_metrics("trainer.seed=7"), epoch_metrics("trainer.seed=7")
+    assert first == second and len(first["loss"]) == 2
+    assert epoch_metrics("trainer.seed=8")["loss"] != first["loss"]  # the seed does matter

@@ -1,0 +1,58 @@
+"""experiment=seed_tutorial: the tutorial's variants as one multirun into one MLflow experiment, then the table."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+
+from seqlab.cli import config_dir
+from seqlab.compare import main as compare_main
+from seqlab.config import register_configs, validate
+from tests.conftest import compose_config
+
+VARIANTS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "bilstm", "lstm_no_embedding"]
+
+
+def compose_with_hydra(overrides):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_the_experiment_composes_as_one_sweep_over_the_tutorial_variants():
+    cfg = compose_with_hydra(["experiment=seed_tutorial"])
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert cfg.hydra.sweeper.params.model.split(",") == VARIANTS
+    assert cfg.tracking.experiment == "seed_tutorial"
+    assert (cfg.trainer.epochs, cfg.preprocess.vocab_size, cfg.preprocess.max_length) == (3, 5000, 500)
+    for variant in VARIANTS:  # every job of the sweep is a valid config
+        job = compose_config(["experiment=seed_tutorial", f"model={variant}"])
+        validate(job)
+        assert job.model.name == variant
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_on_a_tiny_subset_and_compare_prints_its_table(real_data_dir, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tiny = [f"data_dir={real_data_dir}", "dataset.max_train=120", "dataset.max_test=60", "preprocess.max_length=24",
+            "model.units=4", "model.embedding_dim=4", "trainer.epochs=1", "trainer.progress=false",
+            "tracking.log_model=false", f"tracking.uri={uri}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "train", "experiment=seed_tutorial", *tiny],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("seed_tutorial")
+    runs = [run for run in client.search_runs([experiment.experiment_id]) if "model.name" in run.data.params]
+    assert sorted(run.data.params["model.name"] for run in runs) == sorted(VARIANTS)
+    assert all(run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs)
+    assert {run.data.params["trainer.epochs"] for run in runs} == {"1"}
+
+    assert compare_main(["--experiment", "seed_tutorial", "--format", "csv", "--tracking-uri", uri]) == 0
+    table = capsys.readouterr().out
+    assert all(f",{variant}," in table for variant in VARIANTS)

@@ -1,0 +1,259 @@
+"""Sweeps: nested MLflow runs whatever the launcher, a tracking server end to end, a resumable Optuna
+search, and the fast failure on an unreachable server. Tiny jobs on a tiny aclImdb written here."""
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from seqlab.errors import ConfigError
+from seqlab.search import TrialJournal
+from seqlab.sweep import safe_overrides, sweep_name, threads_per_job
+from tests.conftest import compose_config, write_aclimdb
+
+SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
+TINY = [*SMALL_INPUTS, "model.units=4", "trainer.batch_size=16"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seqlab(*args: str, cwd: Path, timeout: float = 300, **options) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEQLAB_DATA_DIR": str(cwd)}  # never the user's data; tests pass dataset.path
+    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout, **options)
+
+
+@pytest.fixture
+def tiny_reviews(tmp_path) -> Path:
+    return write_aclimdb(tmp_path / "data", per_class=20)  # 36 train / 4 validation / 40 test reviews
+
+
+def runs_of(client: MlflowClient, experiment: str):
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=100)
+
+
+def split_runs(runs):
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("sweep.role") == "child"]
+    return parents, children
+
+
+# --- a tracking server, the joblib launcher, compare -------------------------------------------------------
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`mlflow server` as `make server` starts it, on a free port; the whole process group stops at the end."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                               str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp_path, monkeypatch):
+    result = seqlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.units=4,6",
+                    f"dataset.path={tiny_reviews}", *SMALL_INPUTS, f"tracking.uri={mlflow_server}",
+                    "tracking.experiment=server_sweep", "tracking.sweep=pair", cwd=tmp_path, timeout=540)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = MlflowClient(mlflow_server)
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", mlflow_server)  # for models:/ lookups
+    parents, children = split_runs(runs_of(client, "server_sweep"))
+    [parent] = parents
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sweep"] == "pair" and parent.data.tags["sweep.launcher"] == "JoblibLauncher"
+    assert "model.units=4,6" in parent.data.tags["sweep.overrides"]
+    assert len(children) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {r.data.params["model.units"] for r in children} == {"4", "6"}
+    for run in children:
+        assert run.data.tags["sweep"] == "pair"
+        assert f"model.units={run.data.params['model.units']}" in run.data.params["overrides"].split()
+        assert 0 <= run.data.metrics["test_accuracy"] <= 1
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "confusion_matrix.png", "learning_curves.png"} <= names
+        model = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{run.info.run_id}/model",
+                                                    dst_path=str(tmp_path / run.info.run_id), tracking_uri=mlflow_server)
+        assert (Path(model) / "MLmodel").is_file()
+        config_text = Path(mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{run.info.run_id}/config.yaml", dst_path=str(tmp_path / run.info.run_id),
+            tracking_uri=mlflow_server)).read_text()
+        assert f"units: {run.data.params['model.units']}" in config_text
+    # the server keeps the artifacts under its --artifacts-destination
+    assert len(list((tmp_path / "server-artifacts").rglob("MLmodel"))) == 2
+
+    table = seqlab("compare", "--tracking-uri", mlflow_server, "--sweep", "pair", "--format", "csv", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    frame = pd.read_csv(io.StringIO(table.stdout))
+    assert sorted(frame["model.units"]) == [4, 6] and set(frame["model"]) == {"lstm"}
+    assert frame["test_accuracy"].between(0, 1).all()
+
+
+# --- Optuna: interrupted after two trials, resumed, three in all ------------------------------------------
+
+@pytest.mark.slow
+def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = [sys.executable, "-m", "seqlab.cli", "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+               "tracking.sweep=search", f"tracking.uri={uri}", "tracking.experiment=search", "tracking.log_model=false",
+               f"dataset.path={tiny_reviews}", *SMALL_INPUTS]  # the search space's keys left to the sampler
+    journal = tmp_path / "optuna" / "search" / "search.jsonl"  # next to the MLflow store
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 420
+        while not (journal.exists() and len(journal.read_text().splitlines()) >= 2):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "two trials did not finish in time"
+            time.sleep(0.1)
+        os.killpg(first.pid, signal.SIGINT)  # Ctrl-C during the third trial
+        first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        log.close()
+    assert first.returncode != 0
+    assert len(journal.read_text().splitlines()) == 2
+    client = MlflowClient(uri)
+    [parent], children = split_runs(runs_of(client, "search"))
+    assert parent.info.status in ("KILLED", "FAILED")  # never left RUNNING
+    assert "RUNNING" not in {r.info.status for r in children}
+
+    second = seqlab(*command[3:], cwd=tmp_path, timeout=420)
+    assert second.returncode == 0, second.stderr[-3000:]
+    output = second.stdout + second.stderr
+    assert "2 of 3 trials finished before" in output
+    assert output.count("Launching 1 jobs locally") == 1  # only the missing trial ran
+
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["number"] for r in records] == [0, 1, 2] and {r["state"] for r in records} == {"COMPLETE"}
+    [parent], children = split_runs(runs_of(client, "search"))  # the same parent, continued
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert parent.info.status == "FINISHED" and len(finished) == 3
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}  # no run nested in another
+    assert sorted(r.data.tags["sweep.job"] for r in finished) == ["0", "1", "2"]
+    for run in finished:  # what the sampler chose is in each child's params, within the preset's space
+        assert 0 <= float(run.data.params["model.dropout"]) <= 0.5
+        assert run.data.params["model.units"] in {"32", "64", "100", "128"}
+        assert run.data.params["trainer.batch_size"] in {"32", "64", "128"}
+        assert run.data.params["optimized_metric"] == "val_accuracy"
+    best = max(records, key=lambda r: r["value"])
+    tags = parent.data.tags
+    assert float(tags["best_value"]) == best["value"] and json.loads(tags["best_params"]) == best["params"]
+    assert tags["best_run_id"] in {r.info.run_id for r in finished}
+    best_run = client.get_run(tags["best_run_id"])
+    assert max(m.value for m in client.get_metric_history(best_run.info.run_id, "val_accuracy")) == best["value"]
+    [results] = list(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
+    assert OmegaConf.load(results).best_value == best["value"]
+
+
+def test_journal_replays_finished_trials_and_skips_a_torn_last_line(tmp_path):
+    journal = TrialJournal(tmp_path / "study.jsonl")
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, 0.7):
+        trial = study.ask()
+        trial.suggest_float("model.dropout", 0.0, 0.5)
+        study.tell(trial, value)
+        journal.append(study.trials[trial.number])
+    with journal.path.open("a") as file:
+        file.write('{"number": 2, "state": "COMP')  # killed mid-write
+    resumed = optuna.create_study(direction="maximize")
+    assert journal.replay(resumed) == 2
+    assert [t.value for t in resumed.trials] == [0.5, 0.7] and resumed.best_trial.params == study.best_trial.params
+
+    journal.path.write_text("not json\n" + journal.path.read_text())
+    with pytest.raises(ConfigError, match=r"study\.jsonl line 1"):
+        journal.records()
+
+
+# --- fast failures, names, threads ------------------------------------------------------------------------
+
+def test_unreachable_server_fails_fast_before_any_work(tmp_path):
+    from seqlab.train import train
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cfg = compose_config([f"tracking.uri={uri}", f"dataset.path={tmp_path / 'missing'}", *TINY])
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="Cannot reach the MLflow tracking server"):
+        train(cfg)  # a ConfigError, not the DataError of the missing data: nothing was loaded
+    assert time.monotonic() - started < 30
+
+    for args in (["train", f"tracking.uri={uri}"], ["train", "-m", "trainer.seed=1,2", f"tracking.uri={uri}"]):
+        started = time.monotonic()
+        result = seqlab(*args, cwd=tmp_path, timeout=120)
+        assert time.monotonic() - started < 30, args
+        assert result.returncode == 2, result.stderr
+        assert f"Cannot reach the MLflow tracking server at tracking.uri='{uri}'" in result.stderr
+        assert "Traceback" not in result.stderr and "Launching" not in result.stdout + result.stderr
+
+
+def test_sweep_name_and_overrides_as_logged():
+    config = OmegaConf.create({"tracking": {"sweep": None}, "hydra": {"sweep": {"dir": "multirun/2025-01-02/03-04-05"}}})
+    assert sweep_name(config) == "2025-01-02_03-04-05"
+    config.tracking.sweep = "seeds"
+    assert sweep_name(config) == "seeds"
+    assert safe_overrides(["model.units=4", "tracking.uri=http://ann:pw@host:5000", "+dataset.api_key=xyz"]) == [
+        "model.units=4", "tracking.uri=http://<redacted>@host:5000", "+dataset.api_key=<redacted>"]
+
+
+def test_threads_per_job_share_the_cores_between_parallel_jobs():
+    from joblib import cpu_count
+
+    def launcher(**options):
+        return OmegaConf.create({"hydra": {"launcher": options}})
+
+    joblib_target = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    cores = cpu_count()
+    assert threads_per_job(launcher(_target_=joblib_target, n_jobs=-1)) == 1  # one job per core
+    assert threads_per_job(launcher(_target_=joblib_target, n_jobs=1)) == cores
+    assert threads_per_job(launcher(_target_=joblib_target, n_jobs=2)) == max(1, cores // min(2, cores))
+    local = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
+    assert threads_per_job(launcher(_target_=local, cpus_per_task=3)) == 3
+    assert threads_per_job(launcher(_target_="hydra._internal.core_plugins.basic_launcher.BasicLauncher")) is None
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm"])
+def test_launcher_presets_compose(launcher, tmp_path):
+    result = seqlab("train", f"hydra/launcher={launcher}", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "_target_: hydra_plugins." in result.stdout
