@@ -41,7 +41,9 @@ RECIPES = {
     "lstm_no_embedding": ["trainer.epochs=3"],  # the baseline: no target, kept cheap
     "bilstm": [*LARGE_VOCABULARY, "trainer.epochs=6", "trainer.early_stopping=1"],
     "attention_bilstm": [*LARGE_VOCABULARY, "trainer.epochs=6", "trainer.early_stopping=1"],
-    "fasttext_bigram": [*LARGE_VOCABULARY, "trainer.epochs=10", "trainer.early_stopping=1"],
+    # lazy Adam: sparse updates of the 1M-row table (about 20x faster per step than Keras' dense Adam on CPU)
+    "fasttext_bigram": [*LARGE_VOCABULARY, "trainer.optimizer=lazy_adam", "trainer.epochs=10",
+                        "trainer.early_stopping=1"],
 }
 
 

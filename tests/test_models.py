@@ -204,3 +204,53 @@ def test_rating_target_trains_an_eight_class_model(tiny_aclimdb, tracking_uri):
     report = open(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="classification_report.txt",
                                                       tracking_uri=tracking_uri)).read()
     assert all(f"\n{rating:>12}" in report for rating in ("1", "4", "7", "10"))
+
+
+def _two_adam_steps(optimizer, ids_per_step, densify=False):
+    """An embedding trained on the given word ids, a step per list: (weights, gradient type of the table).
+
+    `densify` hands the optimizer the dense gradient (Keras' Adam squares the sparse gradient's slices before
+    summing a repeated word's, which is not Adam)."""
+    import tensorflow as tf
+
+    from seqlab.models.fasttext import RowGatherEmbedding
+
+    keras.utils.set_random_seed(0)
+    embedding = RowGatherEmbedding(10, 3)
+    embedding.build((None, None))
+    optimizer.build(embedding.trainable_variables)
+    for ids in ids_per_step:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(embedding(tf.constant([ids])) - 1.0))
+        gradients = tape.gradient(loss, embedding.trainable_variables)
+        gradient_type = type(gradients[0]).__name__
+        gradients = [tf.convert_to_tensor(g) for g in gradients] if densify else gradients
+        optimizer.apply_gradients(zip(gradients, embedding.trainable_variables))
+    return np.asarray(embedding.embeddings), gradient_type if ids_per_step else None
+
+
+def test_lazy_adam_matches_adam_on_rows_it_sees_and_leaves_the_others_alone():
+    from seqlab.optimizers import LazyAdam
+
+    every_row = [list(range(10)) + [3, 3], list(range(10))]  # duplicates are summed, as Adam sums them
+    lazy, gradient_type = _two_adam_steps(LazyAdam(learning_rate=0.1), every_row)
+    dense, _ = _two_adam_steps(keras.optimizers.Adam(learning_rate=0.1), every_row, densify=True)
+    assert gradient_type == "IndexedSlices"  # the lookup keeps the gradient sparse
+    np.testing.assert_allclose(lazy, dense, rtol=1e-5, atol=1e-6)
+
+    initial, _ = _two_adam_steps(LazyAdam(learning_rate=0.1), [])
+    lazy, _ = _two_adam_steps(LazyAdam(learning_rate=0.1), [[1, 2], [2]])
+    dense, _ = _two_adam_steps(keras.optimizers.Adam(learning_rate=0.1), [[1, 2], [2]], densify=True)
+    assert not np.allclose(dense[1], lazy[1])  # Adam's momentum moves row 1 in step 2; lazy Adam does not
+    np.testing.assert_array_equal(lazy[5:], initial[5:])  # rows never seen are never written
+
+
+def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
+    cfg = compose_config(["model=fasttext_bigram", "model.ngram_buckets=64", "trainer.optimizer=lazy_adam"])
+    model = build_model(cfg.model, spec(2, mask_zero=True, max_length=8))
+    model.compile(optimizer=make_optimizer(cfg.trainer), loss=loss_for(2))
+    tokens = np.array([[5, 6, 7, 0, 0, 0, 0, 0], [9, 8, 0, 0, 0, 0, 0, 0]] * 8)
+    labels = np.array([1, 0] * 8)
+    before = model.evaluate(tokens, labels, verbose=0)
+    model.fit(tokens, labels, epochs=20, batch_size=4, verbose=0)
+    assert model.evaluate(tokens, labels, verbose=0) < before - 0.05

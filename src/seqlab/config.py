@@ -142,7 +142,7 @@ def _in_range(key: str, value: Any, low: float, high: float | None = None, *, hi
         raise ConfigError(f"Config key '{key}' is {value!r}; it must lie in {low_bracket}{low}, {high_text}.")
 
 
-OPTIMIZERS = ["adam", "adamw", "rmsprop", "sgd", "nadam", "adagrad"]
+OPTIMIZERS = ["adam", "lazy_adam", "adamw", "rmsprop", "sgd", "nadam", "adagrad"]
 METRICS = ["test_accuracy", "test_f1_macro", "test_loss", "val_accuracy", "val_loss"]
 
 

@@ -25,6 +25,7 @@ from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
 from seqlab.evaluate import learning_curves_figure, test_metrics
 from seqlab.models import build_model, loss_for
+from seqlab.optimizers import OPTIMIZERS
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
 
@@ -54,6 +55,8 @@ def make_optimizer(trainer_cfg) -> keras.optimizers.Optimizer:
     options = {"learning_rate": trainer_cfg.learning_rate}
     if trainer_cfg.clipnorm is not None:
         options["clipnorm"] = trainer_cfg.clipnorm
+    if trainer_cfg.optimizer in OPTIMIZERS:  # seqlab's own (lazy_adam)
+        return OPTIMIZERS[trainer_cfg.optimizer](**options)
     return keras.optimizers.get({"class_name": trainer_cfg.optimizer, "config": options})
 
 

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from seqlab.models import classifier_head, register
 from seqlab.models.recurrent import token_input
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class RowGatherEmbedding(layers.Embedding):
+    """Keras' Embedding, reading only the rows it needs.
+
+    Keras' own lookup first converts the whole table to a tensor, a copy of all 1M x 50 weights per step once
+    the optimizer writes rows in place; a gather on the variable itself (TensorFlow's ResourceGather) reads
+    the batch's rows only, and its gradient stays sparse, so `trainer.optimizer=lazy_adam` (or sgd) updates
+    only those rows: 39 against 429 ms per step with SGD on a 2^20-row table (batch 64, 2 CPU cores).
+    """
+
+    def call(self, inputs):
+        ids = tf.cast(inputs, "int32") if inputs.dtype not in ("int32", "int64") else inputs
+        return ops.cast(tf.nn.embedding_lookup(self.embeddings.value, ids), self.compute_dtype)
 
 
 @register("fasttext_bigram")
@@ -26,8 +42,8 @@ def build_fasttext_bigram(cfg, spec) -> keras.Model:
         buckets = layers.Hashing(num_bins=cfg.ngram_buckets, name="bigram_hashing")(pairs)
         bigrams = ops.where((first > 0) & (second > 0), buckets + spec.vocab_size, 0)  # 0: a pair with padding
         ids = ops.concatenate([ids, bigrams], axis=1)
-    x = layers.Embedding(spec.vocab_size + cfg.ngram_buckets, cfg.embedding_dim, mask_zero=True,
-                         name="embedding")(ids)
+    x = RowGatherEmbedding(spec.vocab_size + cfg.ngram_buckets, cfg.embedding_dim, mask_zero=True,
+                           name="embedding")(ids)
     if cfg.embedding_dropout > 0:
         x = layers.Dropout(cfg.embedding_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
     x = layers.GlobalAveragePooling1D(name="average")(x)
