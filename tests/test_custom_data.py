@@ -64,6 +64,8 @@ def test_one_row_per_message_csv_groups_threads_in_file_order(tmp_path):
     metadata = dict(zip(data.train.ids + data.validation.ids + data.test.ids,
                         np.concatenate([data.train.metadata, data.validation.metadata, data.test.metadata])[:, 0]))
     assert metadata["t3"] == 3.0 and np.isnan(metadata["t5"])
+    with pytest.raises(DataError, match=r"no column 'who' \(dataset.speaker_column\).*'thread_id', 'speaker'"):
+        load(tmp_path / "messages.csv", "dataset.speaker_column=who")
 
 
 def test_flat_text_parquet_with_a_test_file_and_named_columns(tmp_path):

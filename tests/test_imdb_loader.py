@@ -32,7 +32,9 @@ def test_folder_labels_ratings_and_splits(tiny_aclimdb):
 
 
 def test_rating_target_has_eight_classes(tiny_aclimdb):
+    before = sorted(p.name for p in tiny_aclimdb.parent.iterdir())
     data = load(f"dataset.path={tiny_aclimdb}", "dataset.target=rating")
+    assert sorted(p.name for p in tiny_aclimdb.parent.iterdir()) == before  # nothing written beside a user's folder
     assert data.class_names == ["1", "2", "3", "4", "7", "8", "9", "10"]
     frame = read_reviews(tiny_aclimdb)
     expected = {f"{row.split}/{row.sentiment}/{row.id.split('/')[-1]}": row.rating for row in frame.itertuples()}

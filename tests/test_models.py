@@ -254,3 +254,24 @@ def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
     before = model.evaluate(tokens, labels, verbose=0)
     model.fit(tokens, labels, epochs=20, batch_size=4, verbose=0)
     assert model.evaluate(tokens, labels, verbose=0) < before - 0.05
+
+
+def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
+    """seqlab predict imports seqlab.models only; the saved inner network names its optimizer, LazyAdam."""
+    import subprocess
+    import sys
+
+    cfg = compose_config(["model=fasttext_bigram", "model.ngram_buckets=64", "trainer.optimizer=lazy_adam",
+                          "preprocess.vocab_size=40", "preprocess.max_length=8", "preprocess.padding=post"])
+    preprocessor = WordPreprocessor(cfg.preprocess).fit(TEXTS)
+    model = build_model(cfg.model, spec(2, mask_zero=True, max_length=8))
+    model.compile(optimizer=make_optimizer(cfg.trainer), loss=loss_for(2))
+    model.train_on_batch(preprocessor.encode(TEXTS), np.arange(len(TEXTS)) % 2)
+    text = keras.Input(shape=(), dtype="string", name="text")
+    keras.Model(text, model(preprocessor.apply(text))).save(tmp_path / "model.keras")
+    script = ("import keras, seqlab.models, seqlab.preprocess; "
+              f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True); "
+              "print(m.predict(keras.ops.convert_to_tensor(['loved it']), verbose=0).shape)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert done.stdout.strip().endswith("(1, 1)")

@@ -66,6 +66,22 @@ def test_tracking_uri_credentials_never_printed(tmp_path):
     assert "MLFLOW_TRACKING_PASSWORD" in result.stderr  # says where credentials belong
 
 
+def test_a_store_without_its_driver_is_a_config_error_that_keeps_the_password(tmp_path):
+    result = seqlab("train", "tracking.uri=postgresql://alice:hunter2@127.0.0.1/db", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout and "tracking.uri" in result.stderr
+
+
+def test_sweep_log_lines_lose_uri_credentials():
+    import logging
+
+    from seqlab.sweep import redact_credentials
+
+    record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "\t#%d : %s", (0, "tracking.uri=http://a:pw@h:5000"),
+                               None)
+    assert redact_credentials(record) and record.getMessage() == "\t#0 : tracking.uri=http://<redacted>@h:5000"
+
+
 def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_config(tmp_path):
     cfg = compose_config(["tracking.uri=http://alice:hunter2@tracking.example:5000"])
     cfg = OmegaConf.create({**OmegaConf.to_container(cfg),  # keys a later schema or a plugin may add

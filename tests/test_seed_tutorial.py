@@ -52,6 +52,9 @@ def test_the_sweep_runs_on_a_tiny_subset_and_compare_prints_its_table(real_data_
     assert sorted(run.data.params["model.name"] for run in runs) == sorted(VARIANTS)
     assert all(run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs)
     assert {run.data.params["trainer.epochs"] for run in runs} == {"1"}
+    # like for like: every variant on the tutorial's pre-padded batches, none switched to buckets
+    assert {(run.data.params["trainer.bucketing"], run.data.params["preprocess.padding"]) for run in runs} == {
+        ("False", "pre")}
 
     assert compare_main(["--experiment", "seed_tutorial", "--format", "csv", "--tracking-uri", uri]) == 0
     table = capsys.readouterr().out

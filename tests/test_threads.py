@@ -1,6 +1,7 @@
 """Chat threads: the real thread datasets, hierarchical batches, harmless empty message slots, metadata scaled
 with train statistics only, and one short epoch of each hierarchical model on a few hundred real threads."""
 
+import json
 from pathlib import Path
 
 import keras
@@ -17,7 +18,7 @@ from seqlab.data import load_dataset
 from seqlab.errors import ConfigError
 from seqlab.models import build_model
 from seqlab.models.hierarchical import MessageEncoder
-from seqlab.predict import load, predict_texts, read_inputs, read_metadata
+from seqlab.predict import load, predict_texts, read_examples, read_inputs, read_metadata
 from seqlab.preprocess import HierarchicalPreprocessor, InputSpec, MetadataPreprocessor
 from tests.conftest import REAL_DATA, compose_config
 
@@ -229,8 +230,8 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     rows = pd.read_json(THREADS / "persuasionforgood_donation.jsonl.gz", lines=True)
     rows = rows[rows["split"] == "test"].head(5)
     rows.to_json(tmp_path / "threads.jsonl", orient="records", lines=True)
-    texts, ids = read_inputs(str(tmp_path / "threads.jsonl"))
-    metadata = read_metadata(str(tmp_path / "threads.jsonl"), data.metadata_names)
+    texts, ids, frame = read_examples(str(tmp_path / "threads.jsonl"))
+    metadata = read_metadata(frame, data.metadata_names, "threads.jsonl")
     assert ids == rows["thread_id"].tolist() and metadata.shape == (5, 26)
     full = real("persuasion", threads_dir)
     position = {thread_id: i for i, thread_id in enumerate(full.test.ids)}
@@ -242,3 +243,25 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     on_test = predict_texts(model, class_names, data.test.texts, metadata=data.test.metadata)
     accuracy = np.mean(on_test["label"].to_numpy() == np.asarray(class_names)[data.test.labels])
     assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_predict_reads_thread_files_as_training_does(tmp_path):
+    """A CSV's JSON message lists and a one-row-per-message file give the strings training builds from them."""
+    from seqlab.data.custom import thread_text
+
+    messages = [[{"speaker": "A", "text": "Hi there!"}, {"speaker": "B", "text": "Hello."}],
+                [{"speaker": "A", "text": "Any plans?"}, {"speaker": "B", "text": "None."},
+                 {"speaker": "A", "text": "Same."}]]
+    pd.DataFrame({"id": ["t1", "t2"], "messages": [json.dumps(m) for m in messages]}).to_csv(
+        tmp_path / "threads.csv", index=False)
+    texts, ids = read_inputs(str(tmp_path / "threads.csv"), speaker_tokens=True)
+    assert ids == ["t1", "t2"] and texts == [thread_text(m, speaker_tokens=True) for m in messages]
+    assert texts[0].count("\n") == 1 and "xxspk" in texts[0]
+
+    rows = [{"thread_id": tid, "speaker": m["speaker"], "text": m["text"], "age": age}
+            for tid, thread, age in (("t2", messages[1], 30.0), ("t1", messages[0], 40.0)) for m in thread]
+    pd.DataFrame(rows).to_csv(tmp_path / "per_message.csv", index=False)
+    texts, ids, frame = read_examples(str(tmp_path / "per_message.csv"))
+    assert ids == ["t2", "t1"]  # threads in file order, one prediction each
+    assert texts == [thread_text(messages[1]), thread_text(messages[0])]
+    assert read_metadata(frame, ["age"], "per_message.csv").ravel().tolist() == [30.0, 40.0]

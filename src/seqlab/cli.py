@@ -43,7 +43,9 @@ def report_error(error: BaseException, where: str = "") -> int:
     else:  # a bug rather than bad input: still no traceback unless asked for
         code, message = 1, (f"unexpected {type(error).__name__}: {error}. Set SEQLAB_DEBUG=1 to see the traceback "
                             "(and please report it).")
-    print(f"seqlab: {where}error: {message}", file=sys.stderr, flush=True)
+    from seqlab.errors import redact_uri
+
+    print(f"seqlab: {where}error: {redact_uri(message)}", file=sys.stderr, flush=True)
     return code
 
 
@@ -80,6 +82,8 @@ def train_command(argv: list[str]) -> int:
             report_error(error, where=f"job {HydraConfig.get().job.num}: ")
             raise  # Hydra records the failed job; the sweeper decides whether the sweep goes on
         except Exception as error:
+            if HydraConfig.get().mode != RunMode.MULTIRUN:  # Hydra would log the overrides, credentials and all
+                sys.exit(report_error(error))
             error.raised_by_job = True  # not one of Hydra's own errors (bad overrides), see below
             raise
 
@@ -169,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(rest)
     except KeyboardInterrupt as error:  # also SIGTERM during a run (seqlab.errors.Terminated)
         return report_interrupt(error)
+    except SystemExit:
+        raise
+    except Exception as error:  # predict and compare: one paragraph, never a traceback
+        return report_error(error)
     print(f"seqlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

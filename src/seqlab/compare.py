@@ -11,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -49,6 +50,11 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
     from seqlab.tracking import check_reachable
 
     check_reachable(tracking_uri)
+    if tracking_uri.startswith("sqlite:///") and tracking_uri != "sqlite:///:memory:":
+        store = Path(tracking_uri[len("sqlite:///"):])
+        if not store.is_file():  # MLflow would create an empty store (and its folders) here
+            raise SeqlabError(f"No MLflow store at {tracking_uri} ('{store.resolve()}' does not exist): run "
+                              "'seqlab train' in this folder first, or give --tracking-uri (or MLFLOW_TRACKING_URI).")
     mlflow.set_tracking_uri(tracking_uri)
     try:
         if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
@@ -79,7 +85,7 @@ def varying_params(runs: pd.DataFrame) -> list[str]:
     """The params (without 'params.') whose values differ between the runs, model name aside."""
     columns = [c for c in runs.columns if c.startswith("params.") and c[7:] not in IGNORED_PARAMS | {"model.name"}
                and not c[7:].startswith(IGNORED_PREFIXES)]
-    return [c[7:] for c in columns if runs[c].astype(str).nunique() > 1]
+    return sorted(c[7:] for c in columns if runs[c].astype(str).nunique() > 1)  # the same order every time
 
 
 def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",

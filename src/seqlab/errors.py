@@ -1,5 +1,15 @@
 """User-facing errors: one paragraph, no traceback, a distinct exit code."""
 
+import re
+
+REDACTED = "<redacted>"
+URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # the user:password@ part of scheme://user:password@host
+
+
+def redact_uri(text: str) -> str:
+    """scheme://user:password@host -> scheme://<redacted>@host, anywhere in `text`."""
+    return URI_CREDENTIALS.sub(f"{REDACTED}@", text)
+
 
 class SeqlabError(Exception):
     """An error caused by the user's input (config or data), reported without a traceback."""

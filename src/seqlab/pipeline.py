@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 import seqlab
 from seqlab.data.common import cache_root
 from seqlab.errors import ConfigError
-from seqlab.preprocess import make_preprocessor
+from seqlab.preprocess import PREPROCESSORS, HierarchicalPreprocessor, make_preprocessor
 
 TOKENS = "tokens"  # the word-id input of every flat model; with several inputs, the dict key that is bucketed
 NUM_BUCKETS = 16  # derived boundaries: length quantiles (the padding left is about 6% of the steps on IMDB)
@@ -44,7 +44,7 @@ def resolve_bucketing(cfg: DictConfig) -> DictConfig:
     `preprocess.padding=post`, so that the logged params say what ran. Raises ConfigError where it cannot apply.
     """
     t = cfg.trainer
-    hierarchical = len(make_preprocessor(cfg.preprocess).sequence_shape) != 1
+    hierarchical = issubclass(PREPROCESSORS[cfg.preprocess.name], HierarchicalPreprocessor)  # no TF object yet
     if t.bucketing and hierarchical:
         raise ConfigError(f"trainer.bucketing=true needs one sequence of words per example, but preprocess="
                           f"{cfg.preprocess.name} gives units x words (hierarchical inputs are already short per "

@@ -38,37 +38,65 @@ def parser() -> argparse.ArgumentParser:
 def read_inputs(path: str, column: str | None = None,
                 speaker_tokens: bool = False) -> tuple[list[str], list[str] | None]:
     """Texts (threads joined into one string, with speaker words where the model was trained so) and ids."""
+    texts, ids, _ = read_examples(path, column, speaker_tokens)
+    return texts, ids
+
+
+def read_examples(path: str, column: str | None = None, speaker_tokens: bool = False):
+    """(texts, ids or None, one table row per example for the metadata columns) from --input, read as training
+    reads a custom file: a text column, a messages column (lists, or JSON lists in a CSV), or one row per message
+    grouped into threads by `thread_id` in file order (one prediction per thread)."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"--input file '{file}' does not exist.")
     suffix = file.suffix.lower()
     if suffix in (".txt", ""):
-        texts = file.read_text(encoding="utf-8").splitlines()
-        return [t for t in texts if t.strip()], None
+        try:
+            texts = file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise DataError(f"--input '{file}' is not UTF-8 text (byte {error.start}: {error.reason}); convert it "
+                            "(e.g. iconv -f latin1 -t utf-8) or give a CSV/JSONL/Parquet file.") from None
+        return [t for t in texts if t.strip()], None, pd.DataFrame()
     frame = _read_frame(file)
+    if column is None and "messages" not in frame.columns and {"thread_id", "text"} <= set(frame.columns) \
+            and frame["thread_id"].duplicated().any():  # one row per message
+        return _per_message(frame, speaker_tokens)
     candidates = [column] if column else [*TEXT_COLUMNS, *THREAD_COLUMNS]
     found = next((c for c in candidates if c in frame.columns), None)
     if found is None:
         raise DataError(f"--input '{file}' has no {'column ' + repr(column) if column else 'text or messages column'}"
                         f"; its columns are {', '.join(map(str, frame.columns))}. Name one with --column.")
-    texts = [_as_text(value, speaker_tokens) for value in frame[found]]
+    thread = found in THREAD_COLUMNS
+    try:
+        texts = [_as_text(value, speaker_tokens, thread) for value in frame[found]]
+    except TypeError as error:
+        raise DataError(f"--input '{file}' column {found!r}: {error}.") from None
     id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
-    return texts, None if id_column is None else frame[id_column].astype(str).tolist()
+    return texts, None if id_column is None else frame[id_column].astype(str).tolist(), frame
 
 
-def read_metadata(path: str, columns: list[str]) -> np.ndarray:
+def _per_message(frame: pd.DataFrame, speaker_tokens: bool):
+    from seqlab.data.custom import join_messages, message_text
+
+    frame = frame[frame["thread_id"].notna()]
+    speakers = frame["speaker"] if "speaker" in frame.columns else [None] * len(frame)
+    lines = pd.Series([message_text(t, speaker_tokens, s) for t, s in zip(frame["text"], speakers)], index=frame.index)
+    groups = frame.assign(_line=lines).groupby(frame["thread_id"].astype(str), sort=False)
+    texts = [join_messages([line for line in group["_line"] if line]) for _, group in groups]
+    return texts, list(groups.groups), groups.first().reset_index(drop=True)
+
+
+def read_metadata(frame: pd.DataFrame, columns: list[str], path: str) -> np.ndarray:
     """The numeric metadata columns a model.metadata=true model takes (missing values: NaN, imputed by the model)."""
-    file = Path(path)
-    frame = _read_frame(file) if file.suffix.lower() not in (".txt", "") else pd.DataFrame()
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"The model takes numeric metadata ({', '.join(columns)}), but --input '{file}' has no "
+        raise DataError(f"The model takes numeric metadata ({', '.join(columns)}), but --input '{path}' has no "
                         f"column {missing[0]!r}; give a CSV/JSONL/Parquet file with these columns.")
     values = frame[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.isna() & frame[columns].notna()
     if bad.to_numpy().any():
         row, col = map(int, np.argwhere(bad.to_numpy())[0])
-        raise DataError(f"--input '{file}' row {row + 1}: metadata column {columns[col]!r} holds "
+        raise DataError(f"--input '{path}' row {row + 1}: metadata column {columns[col]!r} holds "
                         f"{str(frame[columns[col]].iloc[row])[:50]!r}, not a number.")
     return values.to_numpy(np.float32)
 
@@ -89,8 +117,9 @@ def _read_frame(file: Path) -> pd.DataFrame:
     return frame
 
 
-def _as_text(value, speaker_tokens: bool = False) -> str:
-    if isinstance(value, (list, tuple, np.ndarray)):  # a thread: messages as strings or {text, speaker} records
+def _as_text(value, speaker_tokens: bool = False, thread: bool = False) -> str:
+    # a thread: messages as strings or {text, speaker} records; a CSV holds them as a JSON list
+    if isinstance(value, (list, tuple, np.ndarray)) or (thread and isinstance(value, str)):
         return thread_text(value, speaker_tokens)
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
@@ -153,11 +182,11 @@ def main(argv: list[str]) -> int:
         if columns and args.text:
             raise DataError(f"This model also takes numeric metadata ({', '.join(columns)}): give --input with a "
                             "CSV/JSONL/Parquet file that has a text or messages column and these columns.")
-        texts, ids = (args.text, None) if args.text else read_inputs(args.input, args.column,
-                                                                     bool(logged.get("speaker_tokens")))
+        texts, ids, frame = (args.text, None, None) if args.text else read_examples(
+            args.input, args.column, bool(logged.get("speaker_tokens")))
         if not texts:
             raise DataError(f"--input '{args.input}' holds no texts.")
-        metadata = read_metadata(args.input, columns) if columns else None
+        metadata = read_metadata(frame, columns, args.input) if columns else None
         model, class_names = load(args.model_uri)
         result = predict_texts(model, class_names, texts, args.batch_size, metadata)
     except SeqlabError as error:
@@ -165,7 +194,10 @@ def main(argv: list[str]) -> int:
     if ids is not None:
         result.insert(0, "id", ids)
     if args.output:
-        result.to_csv(args.output, index=False)
+        try:
+            result.to_csv(args.output, index=False)
+        except OSError as error:
+            return report_error(DataError(f"--output '{args.output}' could not be written ({error.strerror})."))
         print(f"seqlab: wrote {len(result)} predictions to {args.output}")
     shown = result.assign(text=[t[:70].replace("\n", " | ") for t in texts])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

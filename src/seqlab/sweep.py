@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -133,6 +134,16 @@ def sweep_children(client, parent_run_id: str, experiment_id: str, status: str |
     return client.search_runs([experiment_id], query, max_results=10000)
 
 
+def redact_credentials(record: logging.LogRecord) -> bool:
+    """A logging filter: the user:password@ of any URI in a log line becomes <redacted>@."""
+    from seqlab.errors import redact_uri
+
+    message = record.getMessage()
+    if "@" in message:
+        record.msg, record.args = redact_uri(message), None
+    return True
+
+
 class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run, hands it to every job, closes it with the sweep's outcome."""
 
@@ -149,6 +160,9 @@ class MlflowSweepCallback(Callback):
         from seqlab import tracking
         from seqlab.cli import report_error
         from seqlab.errors import SeqlabError
+
+        for handler in logging.getLogger().handlers:  # Hydra logs each job's overrides: tracking.uri=user:pw@...
+            handler.addFilter(redact_credentials)
 
         try:
             experiment_id = tracking.configure(config)

@@ -20,15 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 import seqlab
 from seqlab import sweep
 from seqlab.config import SeqlabConfig, to_flat_dict
-from seqlab.errors import ConfigError, Terminated
+from seqlab.errors import REDACTED, URI_CREDENTIALS, ConfigError, Terminated, redact_uri  # noqa: F401 (re-exported)
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 CHECKPOINT_PATH = "checkpoint"  # run artifact folder holding Keras' BackupAndRestore files
 # Config keys whose values are never written to MLflow (matched on the last part of the dotted key).
 SECRET_KEY = re.compile(r"(^|_)(passw(or)?d|secret|secret_key|token|api_?key|access_key|credentials?|private_key)$",
                         re.IGNORECASE)  # password, db_passwd, client_secret, hf_token, api_key; not max_tokens
-REDACTED = "<redacted>"
-URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # the user:password@ part of scheme://user:password@host
 
 
 
@@ -71,9 +69,11 @@ def configure(cfg: DictConfig) -> str:
             return mlflow.create_experiment(name, artifact_location=location)
         except MlflowException:  # a parallel job created it first
             return mlflow.get_experiment_by_name(name).experiment_id
-    except MlflowException as error:
+    except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
+        hint = (f" (pip install the database driver, e.g. psycopg2-binary or pymysql)"
+                if isinstance(error, ImportError) else "")
         raise ConfigError(f"Cannot use the MLflow store tracking.uri={redact_uri(uri)!r}: "
-                          f"{redact_uri(str(error).splitlines()[0])}") from None
+                          f"{redact_uri((str(error).splitlines() or [type(error).__name__])[0])}{hint}") from None
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -190,11 +190,6 @@ def log_config(cfg: DictConfig) -> None:
     params = {key: _param_text(value) for key, value in to_flat_dict(safe).items()}
     mlflow.log_params(params)
     mlflow.log_text(OmegaConf.to_yaml(safe), "config.yaml")
-
-
-def redact_uri(text: str) -> str:
-    """scheme://user:password@host -> scheme://<redacted>@host, anywhere in `text`."""
-    return URI_CREDENTIALS.sub(f"{REDACTED}@", text)
 
 
 def redacted(cfg: DictConfig) -> DictConfig:

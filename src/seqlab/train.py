@@ -35,9 +35,16 @@ def setup_runtime(trainer_cfg) -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if trainer_cfg.device == "gpu" and not gpus:
         raise ConfigError("trainer.device is 'gpu' but TensorFlow sees no GPU on this machine (is the CUDA build "
-                          "installed: pip install -e '.[gpu]'?). Use trainer.device=auto or cpu.")
+                          "installed? .venv/bin/pip uninstall -y tensorflow-cpu && .venv/bin/pip install -e '.[gpu]'). Use "
+                          "trainer.device=auto or cpu.")
     if trainer_cfg.device == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TensorFlow already started in this process (an earlier job of a sweep)
+            if tf.config.get_visible_devices("GPU"):
+                raise ConfigError("trainer.device=cpu cannot hide the GPU once TensorFlow has started in this process "
+                                  "(an earlier job of this sweep used it); run the CPU jobs in a sweep of their own, "
+                                  "or with CUDA_VISIBLE_DEVICES= in the environment.") from None
     device = "gpu" if gpus and trainer_cfg.device != "cpu" else "cpu"
     keras.backend.clear_session()  # sweeps run several jobs in one process
     keras.utils.set_random_seed(trainer_cfg.seed)
@@ -114,8 +121,12 @@ def train(cfg: DictConfig) -> float:
         resumed = tracking.resumable_run(cfg)
         cfg = tracking.resumed_config(cfg, resumed)
         validate(cfg)
+    device = setup_runtime(cfg.trainer)  # first: the GPU can be hidden only before TensorFlow starts
     cfg = pipeline.resolve_bucketing(cfg)  # null -> true/false, and post padding when on: logged as run
-    device = setup_runtime(cfg.trainer)
+    # the logged params say what ran, not "null"
+    cfg.trainer.deterministic = bool(cfg.trainer.deterministic if cfg.trainer.deterministic is not None
+                                     else device == "cpu")
+    cfg.tracking.experiment = tracking.experiment_name(cfg)
     # fails fast on a bad store, before any data work
     experiment_id = resumed.info.experiment_id if resumed else tracking.configure(cfg)
 

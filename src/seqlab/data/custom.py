@@ -207,7 +207,8 @@ class Columns:
 
     def check(self, frame: pd.DataFrame, path: Path) -> None:
         for key, name in (("text_column", self.text), ("messages_column", self.messages),
-                          ("thread_id_column", self.thread_id), ("label_column", self.label)):
+                          ("thread_id_column", self.thread_id), ("speaker_column", self.speaker),
+                          ("label_column", self.label)):
             if name is not None and name not in frame.columns:
                 raise DataError(f"'{path}' has no column {name!r} (dataset.{key}); its columns are "
                                 f"{_column_list(frame)}.")

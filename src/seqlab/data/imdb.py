@@ -34,7 +34,7 @@ def load(cfg):
         raise ConfigError(f"Config key 'dataset.target' is {d.target!r}; dataset 'imdb' allows 'sentiment' "
                           "(2 classes, pos/neg) or 'rating' (8 classes, 1-4 and 7-10).")
     folder = find_aclimdb(d.path, cfg.data_dir, cfg.cache_dir, download=d.download)
-    reviews = read_reviews(folder, d.encoding)
+    reviews = read_reviews(folder, d.encoding, cache_root(cfg.cache_dir))
     train = _examples(reviews[reviews["split"] == "train"], d.target)
     test = _examples(reviews[reviews["split"] == "test"], d.target)
     return finish_splits("imdb", train, test, TARGETS[d.target], cfg, source=str(folder))
@@ -139,10 +139,13 @@ def _download(destination: Path, root: Path) -> Path:
     return destination
 
 
-def read_reviews(folder: Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """All labeled reviews as a frame (split, sentiment, rating, id, text), cached as Parquet in the cache."""
+def read_reviews(folder: Path, encoding: str = "utf-8", cache: Path | None = None) -> pd.DataFrame:
+    """All labeled reviews as a frame (split, sentiment, rating, id, text); for folders extracted into the
+    cache folder `cache`, kept there as Parquet beside the extracted folder (a user's own folder is never
+    written to)."""
+    ours = cache is not None and folder.resolve().is_relative_to(cache.resolve())
     cache = folder.parent / f"reviews-{encoding}.parquet"
-    if cache.exists() and cache.stat().st_mtime >= folder.stat().st_mtime:
+    if ours and cache.exists() and cache.stat().st_mtime >= folder.stat().st_mtime:
         return pd.read_parquet(cache)
     rows = []
     for split in ("train", "test"):
@@ -160,20 +163,9 @@ def read_reviews(folder: Path, encoding: str = "utf-8") -> pd.DataFrame:
                                     "Set dataset.encoding (e.g. latin-1) to the files' encoding.") from None
                 rows.append((split, sentiment, rating, f"{split}/{sentiment}/{review_id}_{rating}", text))
     frame = pd.DataFrame(rows, columns=["split", "sentiment", "rating", "id", "text"])
-    if _is_in_cache(folder):
+    if ours:
         frame.to_parquet(cache)
     return frame
-
-
-def _is_in_cache(folder: Path) -> bool:
-    # Only cache next to folders we extracted ourselves: a user's own folder may be read-only.
-    try:
-        probe = folder.parent / ".seqlab-write-probe"
-        probe.touch()
-        probe.unlink()
-        return True
-    except OSError:
-        return False
 
 
 def _file_key(path: Path) -> tuple[int, int]:

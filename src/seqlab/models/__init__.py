@@ -55,3 +55,4 @@ def with_metadata(model: keras.Model, spec) -> keras.Model:
 from seqlab.models import recurrent  # noqa: E402,F401
 from seqlab.models import attention, convolutional, fasttext  # noqa: E402,F401
 from seqlab.models import hierarchical  # noqa: E402,F401
+from seqlab import optimizers  # noqa: E402,F401  a model compiled with lazy_adam names it in its saved file
