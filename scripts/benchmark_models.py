@@ -42,7 +42,7 @@ RECIPES = {
     "bilstm": [*LARGE_VOCABULARY, "trainer.epochs=6", "trainer.early_stopping=1"],
     "attention_bilstm": [*LARGE_VOCABULARY, "trainer.epochs=6", "trainer.early_stopping=1"],
     # lazy Adam: sparse updates of the 1M-row table (about 20x faster per step than Keras' dense Adam on CPU)
-    "fasttext_bigram": [*LARGE_VOCABULARY, "trainer.optimizer=lazy_adam", "trainer.epochs=10",
+    "fasttext_bigram": [*LARGE_VOCABULARY, "trainer.optimizer=lazy_adam", "trainer.epochs=15",
                         "trainer.early_stopping=1"],
 }
 
