@@ -170,6 +170,25 @@ def test_fasttext_bigrams_see_word_order_and_unigrams_do_not():
     assert model.get_layer("embedding").input_dim == 5000 + 100  # word rows, then bigram rows
 
 
+def test_fasttext_trigrams_see_what_bigrams_cannot():
+    # the same words and the same word pairs, in a different order: only a trigram tells them apart
+    tokens = np.array([[1, 2, 1, 3, 1, 0], [1, 3, 1, 2, 1, 0]])
+
+    def outputs(ngrams):
+        cfg = tiny_model_config("fasttext_bigram", "model.ngram_buckets=4096", f"model.ngrams={ngrams}")
+        model = build_model(cfg, spec(2, max_length=6))
+        ids = keras.Model(model.input, model.get_layer("embedding").input)(tokens)
+        return np.asarray(model(tokens))[:, 0], np.asarray(ids)
+
+    (bigrams, bigram_ids), (trigrams, trigram_ids) = outputs(2), outputs(3)
+    assert np.isclose(bigrams[0], bigrams[1], atol=1e-6)
+    assert not np.isclose(trigrams[0], trigrams[1], atol=1e-6)
+    # 6 word ids, 5 bigram ids, 4 trigram ids; n-grams touching padding are 0 (masked)
+    assert bigram_ids.shape == (2, 11) and trigram_ids.shape == (2, 15)
+    assert np.count_nonzero(trigram_ids[0, 11:]) == 3 and trigram_ids[0, -1] == 0
+    assert np.array_equal(trigram_ids[:, :11], bigram_ids)
+
+
 def test_word_dropout_drops_whole_word_vectors():
     model = build_model(tiny_model_config("lstm_dropout", "model.embedding_dropout=0.5"), spec(2, max_length=50))
     embedded = model.get_layer("embedding")(np.arange(1, 51)[None, :])

@@ -73,6 +73,7 @@ class ModelConfig:
     attention_units: int = 64
     message_units: int = 32
     ngram_buckets: int = 0
+    ngrams: int = 2
     metadata: bool = False
 
 
@@ -173,6 +174,7 @@ def validate(cfg: DictConfig) -> None:
                 "message_units"):
         _in_range(f"model.{key}", m[key], 1)
     _in_range("model.ngram_buckets", m.ngram_buckets, 0)
+    _in_range("model.ngrams", m.ngrams, 1, 3)
     _in_range("trainer.epochs", t.epochs, 1)
     _in_range("trainer.batch_size", t.batch_size, 1)
     _in_range("trainer.learning_rate", t.learning_rate, 0, low_open=True)

@@ -1,21 +1,12 @@
-"""Test-set metrics, the per-class report and the plots logged with every run."""
+"""Test-set metrics, the per-class report and the plots logged with every run.
+
+pyplot and sklearn.metrics are imported where used: they cost about a second of `seqlab train` start-up,
+and are needed only after training.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    ConfusionMatrixDisplay,
-    accuracy_score,
-    classification_report,
-    f1_score,
-    log_loss,
-    roc_auc_score,
-)
+import numpy as np
 
 
 def class_probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -29,6 +20,8 @@ def class_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 def test_metrics(labels: np.ndarray, outputs: np.ndarray, class_names: list[str], prefix: str = "test_"):
     """Metrics dict, classification report text and confusion-matrix figure for one split."""
+    from sklearn.metrics import accuracy_score, classification_report, f1_score, log_loss, roc_auc_score
+
     probabilities = class_probabilities(outputs)
     predicted = probabilities.argmax(axis=1)
     classes = list(range(len(class_names)))
@@ -44,7 +37,26 @@ def test_metrics(labels: np.ndarray, outputs: np.ndarray, class_names: list[str]
     return metrics, report, confusion_matrix_figure(labels, predicted, class_names)
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only: runs happen on servers and in sweeps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def close_figures(*figures) -> None:
+    """Forget logged figures: sweeps run many jobs in one process, and pyplot keeps every open figure."""
+    for figure in figures:
+        pyplot().close(figure)
+
+
 def confusion_matrix_figure(labels, predicted, class_names):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = pyplot()
     size = max(4.0, 0.6 * len(class_names) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay.from_predictions(labels, predicted, labels=list(range(len(class_names))),
@@ -57,6 +69,7 @@ def confusion_matrix_figure(labels, predicted, class_names):
 
 def learning_curves_figure(history: dict[str, list[float]]):
     """Loss and accuracy per epoch, training against validation."""
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for key, style in ((metric, "o-"), (f"val_{metric}", "s--")):

@@ -10,10 +10,10 @@ import hashlib
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import tensorflow as tf
@@ -23,7 +23,7 @@ from seqlab import pipeline, tracking
 from seqlab.config import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
-from seqlab.evaluate import learning_curves_figure, test_metrics
+from seqlab.evaluate import close_figures, learning_curves_figure, test_metrics
 from seqlab.models import build_model, loss_for
 from seqlab.optimizers import OPTIMIZERS
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
@@ -127,12 +127,19 @@ def train(cfg: DictConfig) -> float:
     cfg.trainer.deterministic = bool(cfg.trainer.deterministic if cfg.trainer.deterministic is not None
                                      else device == "cpu")
     cfg.tracking.experiment = tracking.experiment_name(cfg)
-    # fails fast on a bad store, before any data work
-    experiment_id = resumed.info.experiment_id if resumed else tracking.configure(cfg)
-
     started = time.perf_counter()
-    data = load_dataset(cfg)
-    preprocessor, (x_train, x_val, x_test), cached = pipeline.encode_splits(cfg, data)
+    # Opening the store (a second with SQLite) overlaps reading the data; a bad store still stops the run
+    # before anything is recorded or trained, and is reported before a data error (fix it first).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqlab-store") as pool:
+        store = None if resumed else pool.submit(tracking.configure, cfg)
+        try:
+            data = load_dataset(cfg)
+            preprocessor, (x_train, x_val, x_test), cached = pipeline.encode_splits(cfg, data)
+        except Exception:
+            if store is not None and store.exception() is not None:
+                raise store.exception() from None
+            raise
+        experiment_id = resumed.info.experiment_id if resumed else store.result()
     prepare_seconds = time.perf_counter() - started
     print(f"seqlab: {data.name}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} "
           f"test examples, {data.num_classes} classes, vocabulary {preprocessor.vocabulary_size} words, "
@@ -177,8 +184,7 @@ def train(cfg: DictConfig) -> float:
         curves = learning_curves_figure(history)
         mlflow.log_figure(confusion, "confusion_matrix.png")
         mlflow.log_figure(curves, "learning_curves.png")
-        plt.close(confusion)  # sweeps run many jobs in one process: pyplot would keep every figure
-        plt.close(curves)
+        close_figures(confusion, curves)
         print(f"seqlab: test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()), flush=True)
         print(report, flush=True)
         if cfg.tracking.log_model:

@@ -25,23 +25,32 @@ class RowGatherEmbedding(layers.Embedding):
         return ops.cast(tf.nn.embedding_lookup(self.embeddings.value, ids), self.compute_dtype)
 
 
+NGRAM_NAMES = {2: "bigram", 3: "trigram"}
+
+
 @register("fasttext_bigram")
 def build_fasttext_bigram(cfg, spec) -> keras.Model:
-    """Unigram ids plus hashed bigram ids -> Embedding -> masked average -> Dense.
+    """Unigram ids plus hashed n-gram ids -> Embedding -> masked average -> Dense.
 
-    Bigrams are made inside the model, so the logged model still takes raw text: each pair of adjacent
-    word ids is hashed (Keras `Hashing`, FarmHash) into `model.ngram_buckets` extra embedding rows,
-    after the `vocab_size` word rows; `model.ngram_buckets=0` leaves plain unigram fastText. Padding is
-    always masked (pre or post), since an average over padding would dilute short reviews.
+    N-grams are made inside the model, so the logged model still takes raw text: each run of 2 (and, with
+    `model.ngrams=3`, 3) adjacent word ids is hashed (Keras `Hashing`, FarmHash) into `model.ngram_buckets`
+    extra embedding rows, after the `vocab_size` word rows; `model.ngram_buckets=0` or `model.ngrams=1`
+    leaves plain unigram fastText. Padding is always masked (pre or post), since an average over padding
+    would dilute short reviews.
     """
     tokens = token_input(spec)
-    ids = ops.cast(tokens, "int64")
+    words = ops.cast(tokens, "int64")
+    ids = [words]
     if cfg.ngram_buckets > 0:
-        first, second = ids[:, :-1], ids[:, 1:]
-        pairs = first * spec.vocab_size + second  # one distinct integer per ordered pair of word ids
-        buckets = layers.Hashing(num_bins=cfg.ngram_buckets, name="bigram_hashing")(pairs)
-        bigrams = ops.where((first > 0) & (second > 0), buckets + spec.vocab_size, 0)  # 0: a pair with padding
-        ids = ops.concatenate([ids, bigrams], axis=1)
+        for n in range(2, cfg.ngrams + 1):
+            # one distinct integer per n-gram of word ids (base vocab_size; bigrams < vocab^2 <= trigrams)
+            key, present = words[:, : 1 - n], words[:, : 1 - n] > 0
+            for offset in range(1, n):
+                following = words[:, offset:(offset - n + 1) or None]
+                key, present = key * spec.vocab_size + following, present & (following > 0)
+            buckets = layers.Hashing(num_bins=cfg.ngram_buckets, name=f"{NGRAM_NAMES[n]}_hashing")(key)
+            ids.append(ops.where(present, buckets + spec.vocab_size, 0))  # 0: an n-gram touching padding
+    ids = ops.concatenate(ids, axis=1) if len(ids) > 1 else words
     x = RowGatherEmbedding(spec.vocab_size + cfg.ngram_buckets, cfg.embedding_dim, mask_zero=True,
                            name="embedding")(ids)
     if cfg.embedding_dropout > 0:
