@@ -44,9 +44,11 @@ RECIPES = {
                "trainer.early_stopping=2"],
     "attention_bilstm": [*LARGE_VOCABULARY, "model.embedding_dropout=0.25", "trainer.epochs=6",
                          "trainer.early_stopping=2"],
-    # lazy Adam: sparse updates of the 1M-row table (about 20x faster per step than Keras' dense Adam on CPU)
-    "fasttext_bigram": [*LARGE_VOCABULARY, "trainer.optimizer=lazy_adam", "trainer.epochs=15",
-                        "trainer.early_stopping=1"],
+    # lazy Adam: sparse updates of the 1M-row table (about 20x faster per step than Keras' dense Adam on CPU);
+    # word dropout 0.3: 0.9056 against 0.9028 without (dropout 0.5 on the average 0.9036, batch 32 0.9033,
+    # trigrams 0.9006, vocabulary 50,000 0.901, max length 1000 0.9038; one run each, README)
+    "fasttext_bigram": [*LARGE_VOCABULARY, "model.embedding_dropout=0.3", "trainer.optimizer=lazy_adam",
+                        "trainer.epochs=15", "trainer.early_stopping=1"],
 }
 
 

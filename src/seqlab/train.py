@@ -7,6 +7,7 @@ Hydra's entry point (seqlab.cli) wraps this; tests call it with composed configs
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import tempfile
 import time
@@ -30,6 +31,12 @@ from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
 
 
+def expected_retracing(record: logging.LogRecord) -> bool:
+    """A logging filter: TensorFlow's "triggered tf.function retracing" warning is expected, not a problem, when a
+    sweep builds a new model per job in one process or buckets give batches of several widths."""
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def setup_runtime(trainer_cfg) -> str:
     """Choose the device, seed every generator and set precision. Returns 'cpu' or 'gpu'."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -46,6 +53,8 @@ def setup_runtime(trainer_cfg) -> str:
                                   "(an earlier job of this sweep used it); run the CPU jobs in a sweep of their own, "
                                   "or with CUDA_VISIBLE_DEVICES= in the environment.") from None
     device = "gpu" if gpus and trainer_cfg.device != "cpu" else "cpu"
+    if expected_retracing not in tf.get_logger().filters:
+        tf.get_logger().addFilter(expected_retracing)
     keras.backend.clear_session()  # sweeps run several jobs in one process
     keras.utils.set_random_seed(trainer_cfg.seed)
     deterministic = trainer_cfg.deterministic if trainer_cfg.deterministic is not None else device == "cpu"
