@@ -125,3 +125,22 @@ def test_a_run_that_raises_never_stays_running(real_data_dir, tmp_path, monkeypa
     [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
     assert run.info.status == status
     assert type(raised).__name__ in run.data.tags["error"] or "interrupted" in run.data.tags["error"]
+
+
+def test_expected_retracing_warnings_are_filtered(caplog):
+    """A sweep builds a new model per job in one process: TensorFlow's retracing warning is noise there."""
+    import tensorflow as tf
+
+    train_module.setup_runtime(compose_config([]).trainer)
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for value in range(8):  # a new tf.function each time, as a new model's step is
+            tf.function(lambda x: x + 1)(tf.constant(value))
+        tf.get_logger().warning("another warning")
+    messages = [record.getMessage() for record in caplog.records]
+    assert "another warning" in messages
+    assert not any("retracing" in message for message in messages)
+    tf.get_logger().removeFilter(train_module.expected_retracing)
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        for value in range(8):
+            tf.function(lambda x: x + 1)(tf.constant(value))
+    assert any("retracing" in record.getMessage() for record in caplog.records)  # the filter is what hid it
