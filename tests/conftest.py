@@ -79,3 +79,11 @@ def tiny_archive(tmp_path) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="aclImdb")
     return archive
+
+
+def default_sigint() -> None:
+    """For Popen(preexec_fn=): a child that Ctrl-C interrupts even when pytest runs in the background (`&`,
+    nohup), where SIGINT is ignored and children inherit that."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -8,11 +8,13 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import default_sigint
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 5
 TINY = ["dataset.max_train=300", "dataset.max_test=60", "preprocess.max_length=60", "preprocess.vocab_size=1000",
-        "model.embedding_dim=8", "model.units=8", "trainer.batch_size=16", f"trainer.epochs={EPOCHS}",
+        "model.embedding_dim=8", "model.units=8", "trainer.batch_size=8", f"trainer.epochs={EPOCHS}",
         "tracking.log_model=false"]
 
 
@@ -21,7 +23,7 @@ def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "seqlab.cli", "train", f"data_dir={real_data_dir}", f"tracking.uri={uri}"]
     process = subprocess.Popen([*command, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=tmp_path, env=env)
+                               cwd=tmp_path, env=env, preexec_fn=default_sigint)
     output = []
     try:
         for line in process.stdout:  # Keras prints "Epoch 3/5" as the third epoch begins

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from seqlab.errors import ConfigError
 from seqlab.search import TrialJournal
 from seqlab.sweep import safe_overrides, sweep_name, threads_per_job
-from tests.conftest import compose_config, write_aclimdb
+from tests.conftest import compose_config, default_sigint, write_aclimdb
 
 SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
 TINY = [*SMALL_INPUTS, "model.units=4", "trainer.batch_size=16"]
@@ -139,7 +139,8 @@ def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
                f"dataset.path={tiny_reviews}", *SMALL_INPUTS]  # the search space's keys left to the sampler
     journal = tmp_path / "optuna" / "search" / "search.jsonl"  # next to the MLflow store
     log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 420
         while not (journal.exists() and len(journal.read_text().splitlines()) >= 2):
