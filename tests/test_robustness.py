@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import keras
 import mlflow
@@ -149,6 +150,33 @@ def test_other_runs_never_modify_a_stored_run(tiny_cfg, monkeypatch):
     runs = client.search_runs([finished.info.experiment_id])
     assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
     assert snapshot(client, finished.info.run_id) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, monkeypatch):
+    """TensorFlow's C++ fast path drops exceptions raised in the Python it calls back (a Ctrl-C at the start of
+    an epoch was lost that way and the run went on to FINISHED); the trainer raises it again at the next batch."""
+    fit = train_module._fit
+    handler_before = signal.getsignal(signal.SIGINT)
+
+    class SwallowedCtrlCAtSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.5)  # the handler runs here, in this thread
+                except KeyboardInterrupt:
+                    pass  # what TFE_Py_FastPathExecute does with it
+
+    monkeypatch.setattr(train_module, "_fit", lambda *args, callbacks: fit(*args, callbacks=[
+        *callbacks, SwallowedCtrlCAtSecondEpoch()]))
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(tiny_cfg("trainer.epochs=3"))
+    assert signal.getsignal(signal.SIGINT) == handler_before
+    client = MlflowClient()
+    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["error"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0]  # epoch 2 not logged
 
 
 @pytest.mark.slow

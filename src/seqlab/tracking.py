@@ -113,7 +113,7 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
     With `resume_run_id` the same run continues (back to RUNNING); its params and config.yaml stay as first
     logged, so the record still says how the run was started.
     """
-    with sigterm_interrupts():
+    with interrupts_raised():
         nested = mlflow.active_run() is not None
         if resume_run_id:
             run = mlflow.start_run(run_id=resume_run_id, nested=nested)
@@ -130,6 +130,7 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
                 mlflow.set_tags(sweep.run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
                 mlflow.log_params(sweep.run_params())
             yield run
+            raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:
             _end("KILLED", "interrupted by SIGTERM" if isinstance(error, Terminated) else "interrupted (Ctrl-C)")
             raise
@@ -150,21 +151,38 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()  # only there can Python handle signals
 
 
+_interrupted: list[int] = []  # signals received during the run, kept in case their exception was swallowed
+
+
+def _raise_interrupt(signum: int, frame=None):
+    if signum not in _interrupted:
+        _interrupted.append(signum)
+    raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def sigterm_interrupts():
-    """SIGTERM raises Terminated (a KeyboardInterrupt) instead of killing the process on the spot."""
+def interrupts_raised():
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated (one too) instead of killing the process on
+    the spot, and both are remembered: TensorFlow's C++ fast path calls back into Python and drops what that
+    raises (seen: Ctrl-C landing in TensorShape.__len__ while an epoch's iterator is made), so the trainer asks
+    `raise_if_interrupted()` again at every batch."""
     if not _main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise Terminated("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    _interrupted.clear()
+    previous = {number: signal.signal(number, _raise_interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        _interrupted.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise again a Ctrl-C or SIGTERM received during the run, in case something swallowed its exception."""
+    if _interrupted:
+        _raise_interrupt(_interrupted[0])
 
 
 @contextlib.contextmanager

@@ -101,7 +101,14 @@ class EpochLogger(mlflow.keras.MlflowCallback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
 
+    def on_train_batch_begin(self, batch, logs=None):
+        tracking.raise_if_interrupted()  # TensorFlow may have swallowed Ctrl-C (see tracking.interrupts_raised)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        tracking.raise_if_interrupted()
+
     def on_epoch_end(self, epoch, logs=None):
+        tracking.raise_if_interrupted()  # before this epoch's metrics: an interrupted epoch is not logged
         metrics = {key: float(value) for key, value in (logs or {}).items()}
         metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
         with tracking.interrupts_deferred():
