@@ -161,21 +161,30 @@ def _raise_interrupt(signum: int, frame=None):
 
 
 @contextlib.contextmanager
+def _interrupt_handlers(handler):
+    """`handler` for SIGINT and SIGTERM during the block, the previous ones after it (main thread only)."""
+    if not _main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old if old is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def interrupts_raised():
     """Ctrl-C raises KeyboardInterrupt and SIGTERM raises Terminated (one too) instead of killing the process on
     the spot, and both are remembered: TensorFlow's C++ fast path calls back into Python and drops what that
     raises (seen: Ctrl-C landing in TensorShape.__len__ while an epoch's iterator is made), so the trainer asks
     `raise_if_interrupted()` again at every batch."""
-    if not _main_thread():
-        yield
-        return
     _interrupted.clear()
-    previous = {number: signal.signal(number, _raise_interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with _interrupt_handlers(_raise_interrupt):
+            yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         _interrupted.clear()
 
 
@@ -188,17 +197,11 @@ def raise_if_interrupted() -> None:
 @contextlib.contextmanager
 def interrupts_deferred():
     """Hold SIGINT and SIGTERM until the block ends, so that an epoch's metrics and checkpoint are written whole."""
-    if not _main_thread():
-        yield
-        return
     received: list[int] = []
-    previous = {number: signal.signal(number, lambda signum, frame: received.append(signum))
-                for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        with _interrupt_handlers(lambda signum, frame: received.append(signum)):
+            yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         if received:
             signal.raise_signal(received[0])  # delivered now, to the usual handler (KeyboardInterrupt/Terminated)
 
