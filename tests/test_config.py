@@ -34,11 +34,38 @@ def test_default_config_is_the_tutorial_setup():
     ("trainer.learning_rate=0", "trainer.learning_rate"),
     ("trainer.optimizer=adamm", "trainer.optimizer"),
     ("trainer.device=tpu", "trainer.device"),
+    ("trainer.monitor=val_f1", "trainer.monitor"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as caught:
         validate(compose_config([override]))
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("monitor, better, worse", [("val_accuracy", 0.6, 0.4), ("val_loss", 0.4, 0.6)])
+def test_early_stopping_watches_trainer_monitor_and_restores_its_best_epoch(monitor, better, worse):
+    """The other metric moves the wrong way throughout: only trainer.monitor may decide when to stop."""
+    import keras
+    import numpy as np
+
+    from seqlab.train import early_stopping
+
+    cfg = compose_config([f"trainer.monitor={monitor}", "trainer.early_stopping=2"])
+    validate(cfg)
+    other = "val_loss" if monitor == "val_accuracy" else "val_accuracy"
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    callback = early_stopping(cfg.trainer)
+    callback.set_model(model)
+    model.stop_training = False  # what fit() sets before the first epoch
+    callback.on_train_begin()
+    # epoch 0 and 1: the monitored metric improves (the other worsens); epochs 2 and 3: no better than epoch 1
+    values = [(worse, 0.5), (better, 0.9 if other == "val_loss" else 0.1), (worse, 1.0), (worse, 1.0)]
+    for epoch, (watched, others) in enumerate(values):
+        model.layers[0].kernel.assign(np.full((1, 1), float(epoch)))  # weights that name their epoch
+        callback.on_epoch_end(epoch, {monitor: watched, other: others})
+        assert model.stop_training == (epoch == 3), epoch
+    callback.on_train_end()
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == 1.0  # epoch 1's weights restored
 
 
 def test_unknown_key_and_wrong_type_fail_at_composition():

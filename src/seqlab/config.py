@@ -84,7 +84,8 @@ class TrainerConfig:
     optimizer: str = "adam"
     learning_rate: float = 0.001
     clipnorm: Optional[float] = None
-    early_stopping: Optional[int] = None  # patience in epochs on val_loss; null = off
+    early_stopping: Optional[int] = None  # patience in epochs on trainer.monitor; null = off
+    monitor: str = "val_loss"  # what early stopping watches and restores the best epoch of: val_loss | val_accuracy
     seed: int = 42
     device: str = "auto"  # auto | cpu | gpu
     mixed_precision: bool = False  # mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays float32
@@ -145,6 +146,7 @@ def _in_range(key: str, value: Any, low: float, high: float | None = None, *, hi
 
 OPTIMIZERS = ["adam", "lazy_adam", "adamw", "rmsprop", "sgd", "nadam", "adagrad"]
 METRICS = ["test_accuracy", "test_f1_macro", "test_loss", "val_accuracy", "val_loss"]
+MONITORS = ["val_loss", "val_accuracy"]  # what early stopping can watch (the metrics every model logs)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -180,6 +182,7 @@ def validate(cfg: DictConfig) -> None:
     _in_range("trainer.learning_rate", t.learning_rate, 0, low_open=True)
     _in_range("trainer.clipnorm", t.clipnorm, 0, low_open=True)
     _in_range("trainer.early_stopping", t.early_stopping, 0)
+    _allowed("trainer.monitor", t.monitor, MONITORS)
     _allowed("trainer.optimizer", t.optimizer, OPTIMIZERS)
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])
     _allowed("trainer.class_weight", t.class_weight, [None, "balanced"])

@@ -235,8 +235,7 @@ def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
 def _fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, callbacks: list) -> dict[str, list[float]]:
     t = cfg.trainer
     if t.early_stopping is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=t.early_stopping,
-                                                       restore_best_weights=True, verbose=1))
+        callbacks.append(early_stopping(t))
     weights = class_weights(data.train.labels, data.num_classes) if t.class_weight == "balanced" else None
     boundaries = pipeline.bucket_boundaries(cfg, x_train)  # None: padded to max_length
     train_set = make_dataset(x_train, data.train.labels, t.batch_size, seed=t.seed, boundaries=boundaries,
@@ -247,6 +246,13 @@ def _fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, callbacks: l
     history = model.fit(train_set, validation_data=val_set, epochs=t.epochs, callbacks=callbacks,
                         class_weight=weights, shuffle=False, verbose=verbose)  # the dataset shuffles itself
     return history.history
+
+
+def early_stopping(t: DictConfig) -> keras.callbacks.EarlyStopping:
+    """Stops after `t.early_stopping` epochs without a better `t.monitor` and restores the best epoch's weights
+    (mode from the name: loss lower, accuracy higher)."""
+    return keras.callbacks.EarlyStopping(monitor=t.monitor, mode="min" if t.monitor.endswith("loss") else "max",
+                                         patience=t.early_stopping, restore_best_weights=True, verbose=1)
 
 
 def data_fingerprint(*arrays) -> str:
