@@ -6,6 +6,10 @@ prints one table (mean and spread over seeds) and the targets, PASS or FAIL.
     .venv/bin/python scripts/benchmark_threads.py --report-only      # the table from runs already in the store
     .venv/bin/python scripts/benchmark_threads.py --smoke --datasets persuasion --persuasion-seeds 1   # minutes
 
+Besides the preset's three models, it runs the fastText bigram baseline (`--no-fasttext` skips it) through the
+same preset, with and without metadata, with the recipe in FASTTEXT: topic and prompt are mostly a matter of
+which words occur, and the baseline shows what the recurrent models have to beat.
+
 Targets (test split): DailyDialog macro-F1 >= 0.70 and accuracy >= 0.75 for the best preset; on
 PersuasionForGood, metadata improves each model's macro-F1, averaged over 3 seeds (153 test threads: single
 runs are noise); Chitchat accuracy >= 0.50. TF-IDF + logistic regression baselines from the data README.
@@ -32,6 +36,10 @@ SMOKE = ["dataset.max_train=120", "dataset.max_test=60", "trainer.epochs=1", "tr
          "preprocess.vocab_size=2000", "preprocess.max_length=60", "preprocess.max_units=6",
          "preprocess.max_unit_length=12", "model.embedding_dim=8", "model.units=8", "model.message_units=4",
          "model.filters=8", "trainer.progress=false"]
+# fastText on the preset's joined threads: sparse updates of its large table (lazy Adam) at a higher rate, word
+# dropout, and more epochs (each takes seconds).
+FASTTEXT = ["model=fasttext_bigram", "model.embedding_dropout=0.3", "trainer.optimizer=lazy_adam",
+            "trainer.learning_rate=0.005", "trainer.epochs=40", "trainer.early_stopping=5"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default=None, help="default: threads_compare (threads_compare_smoke with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny subsets and models, one epoch: a pipeline check")
     p.add_argument("--report-only", action="store_true", help="do not train; report the runs in the store")
+    p.add_argument("--no-fasttext", dest="fasttext", action="store_false", help="skip the fastText baseline")
     p.add_argument("overrides", nargs="*", help="after --: more seqlab train overrides")
     return p
 
@@ -52,9 +61,11 @@ def run_sweeps(args, experiment: str) -> None:
         seeds = args.persuasion_seeds if dataset == "persuasion" else args.seeds
         command = [sys.executable, "-m", "seqlab.cli", "train", "experiment=threads_compare", f"dataset={dataset}",
                    f"trainer.seed={','.join(map(str, seeds))}", f"tracking.uri={args.tracking_uri}",
-                   f"tracking.experiment={experiment}", *(SMOKE if args.smoke else []), *args.overrides]
-        print("+", " ".join(command[2:]), flush=True)
-        subprocess.run(command, check=True)
+                   f"tracking.experiment={experiment}"]
+        for models in [[], FASTTEXT] if args.fasttext else [[]]:  # [] = the preset's models
+            sweep = [*command, *models, *(SMOKE if args.smoke else []), *args.overrides]
+            print("+", " ".join(sweep[2:]), flush=True)
+            subprocess.run(sweep, check=True)
 
 
 def results(tracking_uri: str, experiment: str) -> pd.DataFrame:
