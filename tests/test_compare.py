@@ -102,3 +102,37 @@ def test_unknown_sweep_or_experiment_names_the_known_ones(store, capsys):
     assert code == 1 and "experiments there:" in err and "imdb" in err
     code, _, err = compare(capsys, store, "--metric", "test_bleu")
     assert code == 1 and "test_accuracy" in err
+
+
+def test_params_a_model_does_not_use_are_blank_and_do_not_make_a_column(tmp_path):
+    """bilstm and hier_conv runs of a threads comparison: every run logs every schema key, but kernel_size and
+    max_units mean something only for hier_conv; units only for bilstm."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("threads", artifact_location=(tmp_path / "artifacts").as_uri())
+    runs = [("bilstm", "words", "64", "5", "16", "False", 0.60), ("bilstm", "words", "64", "5", "16", "True", 0.61),
+            ("hier_conv", "hierarchical", "64", "3", "48", "False", 0.55),
+            ("hier_conv", "hierarchical", "64", "3", "48", "True", 0.58)]
+    for model, preprocess, units, kernel_size, max_units, metadata, accuracy in runs:
+        run_id = client.create_run(experiment).info.run_id  # the last is a hier_conv run with kernel_size 3
+        for key, value in {"model.name": model, "model.units": units, "model.kernel_size": kernel_size,
+                           "model.metadata": metadata, "preprocess.name": preprocess,
+                           "preprocess.max_units": max_units, "trainer.seed": "42"}.items():
+            client.log_param(run_id, key, value)
+        client.log_metric(run_id, "test_accuracy", accuracy)
+        client.set_terminated(run_id, "FINISHED")
+    table = runs_frame(uri, "threads").set_index(["model", "model.metadata"])
+    # kernel_size and max_units differ only where they do not apply; units is the same wherever it applies
+    assert "model.kernel_size" not in table and "preprocess.max_units" not in table and "model.units" not in table
+    assert set(table.index) == {("bilstm", "False"), ("bilstm", "True"), ("hier_conv", "False"), ("hier_conv", "True")}
+    other = client.create_run(experiment).info.run_id  # a hier_conv run with another kernel size
+    for key, value in {"model.name": "hier_conv", "model.units": "64", "model.kernel_size": "5",
+                       "model.metadata": "False", "preprocess.name": "hierarchical", "preprocess.max_units": "48",
+                       "trainer.seed": "42"}.items():
+        client.log_param(other, key, value)
+    client.log_metric(other, "test_accuracy", 0.5)
+    client.set_terminated(other, "FINISHED")
+    table = runs_frame(uri, "threads", per_run=True)
+    kernel = dict(zip(table["run"], table["model.kernel_size"]))
+    assert kernel[other[:8]] == "5" and kernel[run_id[:8]] == "3"
+    assert all(pd.isna(size) for model, size in zip(table["model"], table["model.kernel_size"]) if model == "bilstm")

@@ -2,7 +2,9 @@
 
 Runs that differ only in `trainer.seed` (a `trainer.seed=1,2,3` sweep) are one row: the mean of each
 metric, its standard deviation across seeds and the number of runs (`--per-run` lists them one by one).
-`--sweep NAME` keeps the runs of one sweep (its parent run is never a row).
+`--sweep NAME` keeps the runs of one sweep (its parent run is never a row). A `model.*` or `preprocess.*`
+param is left blank in the rows of runs whose model or preprocessing does not use it (its conf/ file does not
+set it): a BiLSTM's `model.kernel_size` is a schema default, not a difference from hier_conv.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ IGNORED_PARAMS = {"tracking.run_name", "tracking.uri", "tracking.experiment", "t
                   "cache_dir", "overrides", "trainer.resume", "trainer.progress"}
 SEED = "trainer.seed"
 IGNORED_PREFIXES = ("optimizer_",)  # MLflow's Keras callback repeats trainer.optimizer and learning_rate
+EVERY_MODEL_USES = {"metadata"}  # model.metadata=true works with every builder (seqlab.models.with_metadata)
 FLOAT_TEXT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
 
 
@@ -81,11 +84,41 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
     return runs.reset_index(drop=True)
 
 
+def used_keys(group: str, choice) -> set[str] | None:
+    """The keys `conf/<group>/<choice>.yaml` sets, those that mean something for that model or preprocessing;
+    None where there is no such file (a run of another seqlab version, a model registered elsewhere)."""
+    from omegaconf import OmegaConf
+
+    from seqlab.cli import config_dir
+
+    path = config_dir() / group / f"{choice}.yaml"
+    if not isinstance(choice, str) or not path.is_file():
+        return None
+    keys = {str(key) for key in OmegaConf.load(path) if key != "defaults"}
+    return keys | EVERY_MODEL_USES if group == "model" else keys
+
+
+def blank_unused(runs: pd.DataFrame) -> pd.DataFrame:
+    """Model and preprocessing params set to None in the runs whose choice of that group does not use them."""
+    runs = runs.copy()
+    for group in ("model", "preprocess"):
+        if f"params.{group}.name" not in runs:
+            continue
+        for choice, rows in runs.groupby(f"params.{group}.name").groups.items():
+            keys = used_keys(group, choice)
+            if keys is None:
+                continue
+            unused = [c for c in runs.columns if c.startswith(f"params.{group}.") and c.split(".", 2)[2] not in keys]
+            runs.loc[rows, unused] = None
+    return runs
+
+
 def varying_params(runs: pd.DataFrame) -> list[str]:
     """The params (without 'params.') whose values differ between the runs, model name aside."""
     columns = [c for c in runs.columns if c.startswith("params.") and c[7:] not in IGNORED_PARAMS | {"model.name"}
                and not c[7:].startswith(IGNORED_PREFIXES)]
-    return sorted(c[7:] for c in columns if runs[c].astype(str).nunique() > 1)  # the same order every time
+    # blanks (a param that does not apply) count as no value: the column shows where values that apply differ
+    return sorted(c[7:] for c in columns if runs[c].dropna().astype(str).nunique() > 1)  # the same order every time
 
 
 def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",
@@ -94,6 +127,7 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "
     runs = search(tracking_uri, experiment, sweep, finished_only)
     if runs.empty:
         return pd.DataFrame()
+    runs = blank_unused(runs)
     params = varying_params(runs)
     table = pd.DataFrame({"run": runs["run_id"].str[:8], "name": runs.get("tags.mlflow.runName"),
                           "status": runs["status"], "model": runs.get("params.model.name")})
