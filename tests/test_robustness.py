@@ -180,6 +180,33 @@ def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, mon
 
 
 @pytest.mark.slow
+def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monkeypatch, capsys):
+    """No predictions are printed after a Ctrl-C, even one that TensorFlow dropped while predicting."""
+    from seqlab import predict
+
+    train_module.train(tiny_cfg("trainer.epochs=1", "tracking.log_model=true"))
+    client = MlflowClient()
+    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    real_predict_texts = predict.predict_texts
+
+    def predict_texts_with_swallowed_ctrl_c(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # what TensorFlow's C++ fast path does with it
+        return real_predict_texts(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_texts", predict_texts_with_swallowed_ctrl_c)
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        predict.main([f"runs:/{run.info.run_id}/model", "--text", "a fine film", "--text", "dull"])
+    assert "a fine film" not in capsys.readouterr().out
+    monkeypatch.setattr(predict, "predict_texts", real_predict_texts)
+    assert predict.main([f"runs:/{run.info.run_id}/model", "--text", "a fine film"]) == 0  # no stale interrupt
+
+
+@pytest.mark.slow
 def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypatch):
     """A real SIGTERM at the start of the second epoch; then trainer.resume finishes the same run."""
     fit = train_module._fit

@@ -172,6 +172,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     import mlflow
 
+    from seqlab import tracking
     from seqlab.cli import report_error
 
     if mlflow.get_tracking_uri().startswith("file:") and not Path("mlruns").exists():
@@ -188,7 +189,9 @@ def main(argv: list[str]) -> int:
             raise DataError(f"--input '{args.input}' holds no texts.")
         metadata = read_metadata(frame, columns, args.input) if columns else None
         model, class_names = load(args.model_uri)
-        result = predict_texts(model, class_names, texts, args.batch_size, metadata)
+        with tracking.interrupts_raised():  # TensorFlow can swallow a Ctrl-C inside predict: ask again after it
+            result = predict_texts(model, class_names, texts, args.batch_size, metadata)
+            tracking.raise_if_interrupted()
     except SeqlabError as error:
         return report_error(error)
     if ids is not None:
