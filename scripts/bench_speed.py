@@ -33,6 +33,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 VARIANTS = ("plain_keras", "seqlab_padded", "seqlab_bucketed")
+STEP_BATCHES = 0  # training steps per model in the interleaved step check; 0: one epoch's worth
 
 
 def overrides(args, cache_dir: str) -> list[str]:
@@ -162,6 +163,49 @@ def run_seqlab(items: list[str], bucketing: bool, store: Path) -> dict:
             "test_accuracy": run.data.metrics["test_accuracy"], "startup_seconds": first_step[0]}
 
 
+def run_steps(items: list[str], batches: int) -> dict:
+    """seqlab's padded and bucketed LSTM (its model builder, its pipelines, its CPU threads) training side by side
+    in one process, a batch of one then a batch of the other: whatever the machine's speed does, both see it,
+    so the ratio of their step times is free of the drift that separate runs minutes apart pick up."""
+    import keras
+    import numpy as np
+
+    from seqlab import pipeline, train
+    from seqlab.data import load_dataset
+    from seqlab.models import build_model, loss_for
+    from seqlab.preprocess import InputSpec
+
+    runs = {}
+    for name, bucketing in (("padded", False), ("bucketed", True)):
+        cfg = pipeline.resolve_bucketing(compose([*items, "model=lstm", f"trainer.bucketing={str(bucketing).lower()}"]))
+        train.set_intra_op_threads(cfg.trainer, cfg.model.name)
+        data = load_dataset(cfg)
+        _, (x_train, _, _), _ = pipeline.encode_splits(cfg, data)  # from the cache
+        boundaries = pipeline.bucket_boundaries(cfg, x_train)
+        spec = InputSpec(cfg.preprocess.vocab_size, (None,) if boundaries else x_train.shape[1:], data.num_classes,
+                         cfg.preprocess.padding == "post")
+        keras.utils.set_random_seed(cfg.trainer.seed)
+        model = build_model(cfg.model, spec)
+        model.compile(optimizer="adam", loss=loss_for(data.num_classes))
+        dataset = pipeline.make_dataset(x_train, data.train.labels, cfg.trainer.batch_size, cfg.trainer.seed, boundaries)
+        epoch = list(dataset)  # one epoch's batches (seconds to gather): the same make-up of widths as a run's
+        batches = batches or len(epoch)
+        for x, y in (epoch[0], epoch[1], epoch[-1]):  # untimed: tracing the step, for the partial batch too
+            model.train_on_batch(x, y)
+        runs[name] = (model, (epoch * 2)[:batches], [])
+    for index in range(batches):
+        for name in (runs if index % 2 else reversed(runs)):  # alternate which goes first
+            model, data_batches, seconds = runs[name]
+            started = time.perf_counter()
+            model.train_on_batch(*data_batches[index])
+            seconds.append(time.perf_counter() - started)
+    widths = {name: float(np.mean([x.shape[1] for x, _ in runs[name][1]])) for name in runs}
+    milliseconds = {name: 1000 * sum(runs[name][2]) / batches for name in runs}
+    per_step = {name: milliseconds[name] / widths[name] for name in runs}
+    return {"batches": batches, "ms_per_batch": milliseconds, "mean_width": widths, "ms_per_time_step": per_step,
+            "intra_op_threads": int(cfg.trainer.intra_op_threads)}
+
+
 def run_startup(items: list[str], store: Path) -> dict:
     """`seqlab train` (the default: bucketed LSTM) up to its first training step, then exit: start-up alone."""
     from seqlab import cli, train
@@ -184,6 +228,8 @@ def child(args) -> None:
     if args.child == "tokenize":
         result = run_tokenize(items)
         create_store(Path(args.store))
+    elif args.child == "steps":
+        result = run_steps(items, args.step_batches)
     elif args.child == "plain_keras":
         result = run_plain_keras(items)
     else:
@@ -194,9 +240,9 @@ def child(args) -> None:
 
 # --- parent: runs the children, prints the table ----------------------------------------------------
 
-def spawn(kind: str, items: list[str], store: Path, log) -> dict:
+def spawn(kind: str, items: list[str], store: Path, log, extra: tuple[str, ...] = ()) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--items", json.dumps(items),
-               "--store", str(store)]
+               "--store", str(store), *extra]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     print(f"bench_speed: running {kind} ...", file=sys.stderr, flush=True)
     process = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -208,7 +254,8 @@ def spawn(kind: str, items: list[str], store: Path, log) -> dict:
     return json.loads(lines[-1][len("BENCH_RESULT "):])
 
 
-def markdown(args, tokenize: dict, runs: dict[str, list[dict]], startups: list[float], seconds: float) -> str:
+def markdown(args, tokenize: dict, runs: dict[str, list[dict]], startups: list[float], seconds: float,
+             steps: dict | None = None) -> str:
     def median(kind, pick):
         return statistics.median(pick(result) for result in runs[kind])
 
@@ -252,11 +299,23 @@ def markdown(args, tokenize: dict, runs: dict[str, list[dict]], startups: list[f
         "(target at most 1.05x)",
         f"- padded / bucketed, per epoch: **{epoch['seqlab_padded'] / epoch['seqlab_bucketed']:.2f}x** "
         "(target at least 2x, with test accuracy at least as high)",
+        *([step_line(steps)] if steps else []),
         tokenizing,
         "- start-up column: process start to the first training step (imports, config, data from the cache)",
         *([startup] if startup else []),
     ]
     return "\n".join(lines)
+
+
+def step_line(steps: dict) -> str:
+    padded, bucketed = steps["ms_per_batch"]["padded"], steps["ms_per_batch"]["bucketed"]
+    widths, per_step = steps["mean_width"], steps["ms_per_time_step"]
+    return (f"- interleaved training steps (`train_on_batch`, one process, {steps['batches']} batches each, the two "
+            f"models in turn, so both see the same machine speed; `intra_op_threads={steps['intra_op_threads']}`): "
+            f"padded {padded:.0f} ms per batch (width {widths['padded']:.0f}), bucketed {bucketed:.0f} ms (mean width "
+            f"{widths['bucketed']:.0f}): padded / bucketed **{padded / bucketed:.2f}x**, with {widths['padded'] / widths['bucketed']:.2f}x "
+            f"fewer time steps; one time step costs {per_step['padded']:.3f} ms padded and {per_step['bucketed']:.3f} "
+            f"ms with masks ({per_step['bucketed'] / per_step['padded'] - 1:+.0%})")
 
 
 def main() -> None:
@@ -274,7 +333,10 @@ def main() -> None:
                         help="extra runs of `seqlab train` timed to their first step only (median reported)")
     parser.add_argument("--startup-only", action="store_true",
                         help="only tokenizing and start-up: no training runs (minutes, not hours)")
-    parser.add_argument("--child", choices=["tokenize", "startup", *VARIANTS], help=argparse.SUPPRESS)
+    parser.add_argument("--step-batches", type=int, default=STEP_BATCHES,
+                        help="training steps per model in the interleaved padded/bucketed step check (default: one epoch's)")
+    parser.add_argument("--no-step-check", action="store_true", help="skip the interleaved step check")
+    parser.add_argument("--child", choices=["tokenize", "startup", "steps", *VARIANTS], help=argparse.SUPPRESS)
     parser.add_argument("--items", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -292,8 +354,10 @@ def main() -> None:
             for _ in range(0 if args.startup_only else args.rounds):
                 for kind in VARIANTS:
                     runs[kind].append(spawn(kind, items, store, log))
+            steps = (spawn("steps", items, store, log, ("--step-batches", str(args.step_batches)))
+                     if not (args.no_step_check or args.startup_only) else None)
             startups = [spawn("startup", items, store, log)["startup_seconds"] for _ in range(args.startup_runs)]
-        block = markdown(args, tokenize, runs, startups, time.perf_counter() - started)
+        block = markdown(args, tokenize, runs, startups, time.perf_counter() - started, steps)
         print(block)
         if args.output:
             args.output.write_text(block + "\n")

@@ -35,6 +35,7 @@ def seqlab(*args, cwd, env=None):
     ("trainer.epochs=three", ["trainer.epochs", "three", "Integer"]),  # wrong type
     ("trainer.deterministic=maybe", ["trainer.deterministic", "maybe", "bool"]),
     ("trainer.epochs=-2", ["trainer.epochs", "-2", "[1, inf)"]),  # out of range
+    ("trainer.intra_op_threads=-1", ["trainer.intra_op_threads", "-1", "[0, inf)"]),
     ("model.dropout=1.0", ["model.dropout", "1.0", "[0, 1)"]),
     ("preprocess.padding=middle", ["preprocess.padding", "middle", "'pre', 'post'"]),
     ("preprocess.vocab_size=1", ["preprocess.vocab_size", "[2, inf)"]),

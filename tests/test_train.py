@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
 from seqlab import pipeline
@@ -40,6 +41,7 @@ def test_run_finished_with_flattened_params_and_tags(trained):
     assert run.info.status == "FINISHED"
     resolved = pipeline.resolve_bucketing(trained.cfg)  # what ran: trainer.bucketing null -> True, post padding
     resolved.trainer.deterministic = True  # null -> on, on CPU
+    resolved.trainer.intra_op_threads = tf.config.threading.get_intra_op_parallelism_threads()  # what was in force
     expected = {k: ("null" if v is None else str(v)) for k, v in to_flat_dict(resolved).items()}
     assert {k: run.data.params[k] for k in expected} == expected
     assert run.data.params["model.name"] == "lstm" and run.data.params["trainer.epochs"] == "2"
@@ -144,3 +146,28 @@ def test_expected_retracing_warnings_are_filtered(caplog):
         for value in range(8):
             tf.function(lambda x: x + 1)(tf.constant(value))
     assert any("retracing" in record.getMessage() for record in caplog.records)  # the filter is what hid it
+
+
+def test_intra_op_threads_one_for_recurrent_models_on_cpu_and_what_ran_is_logged():
+    """Run in a fresh process, as TensorFlow's thread pools are fixed once it starts: null gives one thread per op
+    for the LSTM and TensorFlow's default (0) for fastText, an explicit value wins, and a value that can no longer
+    take effect is reported and replaced by the one in force."""
+    script = """
+import tensorflow as tf
+from seqlab import train
+from tests.conftest import compose_config
+for model, override in (("fasttext_bigram", []), ("lstm", []), ("lstm", ["trainer.intra_op_threads=2"])):
+    trainer = compose_config(override).trainer
+    train.set_intra_op_threads(trainer, model)
+    print(model, trainer.intra_op_threads, tf.config.threading.get_intra_op_parallelism_threads())
+tf.constant(1.0) + 1  # TensorFlow starts
+trainer = compose_config(["trainer.intra_op_threads=1"]).trainer
+train.set_intra_op_threads(trainer, "lstm")
+print("started", trainer.intra_op_threads, tf.config.threading.get_intra_op_parallelism_threads())
+"""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["fasttext_bigram 0 0", "lstm 1 1", "lstm 2 2", "started 2 2"]
+    assert "trainer.intra_op_threads=1 cannot take effect" in done.stderr and "this run uses 2" in done.stderr

@@ -94,6 +94,9 @@ class TrainerConfig:
     bucketing: Optional[bool] = None
     bucket_boundaries: Optional[list[int]] = None  # null = derived from the training lengths
     deterministic: Optional[bool] = None  # null = on for CPU, off for GPU
+    # Threads one CPU op may use: null = 1 for models with recurrent layers on CPU (their steps are many small ops),
+    # TensorFlow's default (0: one per core) otherwise; logged as what ran
+    intra_op_threads: Optional[int] = None
     class_weight: Optional[str] = None  # null | balanced
     progress: bool = True  # Keras progress bar
     checkpoint: bool = True  # back up the training state into the run after each epoch (trainer.resume needs it)
@@ -182,6 +185,7 @@ def validate(cfg: DictConfig) -> None:
     _in_range("trainer.learning_rate", t.learning_rate, 0, low_open=True)
     _in_range("trainer.clipnorm", t.clipnorm, 0, low_open=True)
     _in_range("trainer.early_stopping", t.early_stopping, 0)
+    _in_range("trainer.intra_op_threads", t.intra_op_threads, 0)
     _allowed("trainer.monitor", t.monitor, MONITORS)
     _allowed("trainer.optimizer", t.optimizer, OPTIMIZERS)
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])

@@ -13,6 +13,8 @@ import keras
 MODEL_BUILDERS: dict[str, Callable] = {}
 # Models that read units x words (preprocess=hierarchical, which their conf/model/*.yaml select).
 HIERARCHICAL_MODELS: set[str] = set()
+# Models without recurrent layers (every other one runs an LSTM or GRU somewhere).
+NON_RECURRENT_MODELS = {"fasttext_bigram"}
 
 
 def register(name: str, hierarchical: bool = False):
