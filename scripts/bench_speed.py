@@ -4,9 +4,10 @@ Every run is a fresh child process of this one, on the same data (the same seede
 ids), one after the other; `--rounds 2` alternates them twice, so a change in the machine's speed shows.
 Prints, as a Markdown block for the README: seconds per epoch, test accuracy after the last epoch, peak
 memory, start-up time before the first step, tokenizing time (first time and from the cache), and the
-ratios seqlab padded / plain Keras and padded / bucketed.
+ratios seqlab padded / plain Keras and padded / bucketed; then an interleaved check: seqlab's padded and bucketed
+LSTM training one epoch's batches in turn in one process, so that their ratio is free of the machine's drift.
 
-    .venv/bin/python scripts/bench_speed.py --rounds 2     # full data, 3 epochs: 1-2 hours on 2 CPU cores
+    .venv/bin/python scripts/bench_speed.py --rounds 1     # full data, 3 epochs: 15-25 min on 2 CPU cores
     .venv/bin/python scripts/bench_speed.py --max-train 600 --max-test 300 --max-length 100 --epochs 1  # smoke
     .venv/bin/python scripts/bench_speed.py --startup-only --startup-runs 5   # tokenizing and start-up: minutes
 
