@@ -170,6 +170,7 @@ def run_steps(items: list[str], batches: int) -> dict:
     so the ratio of their step times is free of the drift that separate runs minutes apart pick up."""
     import keras
     import numpy as np
+    import tensorflow as tf
 
     from seqlab import pipeline, train
     from seqlab.data import load_dataset
@@ -179,12 +180,13 @@ def run_steps(items: list[str], batches: int) -> dict:
     runs = {}
     for name, bucketing in (("padded", False), ("bucketed", True)):
         cfg = pipeline.resolve_bucketing(compose([*items, "model=lstm", f"trainer.bucketing={str(bucketing).lower()}"]))
-        train.set_intra_op_threads(cfg.trainer, cfg.model.name)
+        device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+        train.set_intra_op_threads(cfg.trainer, cfg.model.name, device)
         data = load_dataset(cfg)
-        _, (x_train, _, _), _ = pipeline.encode_splits(cfg, data)  # from the cache
+        preprocessor, (x_train, _, _), _ = pipeline.encode_splits(cfg, data)  # from the cache
         boundaries = pipeline.bucket_boundaries(cfg, x_train)
-        spec = InputSpec(cfg.preprocess.vocab_size, (None,) if boundaries else x_train.shape[1:], data.num_classes,
-                         cfg.preprocess.padding == "post")
+        spec = InputSpec(cfg.preprocess.vocab_size, (None,) if boundaries else preprocessor.sequence_shape,
+                         data.num_classes, preprocessor.mask_zero)
         keras.utils.set_random_seed(cfg.trainer.seed)
         model = build_model(cfg.model, spec)
         model.compile(optimizer="adam", loss=loss_for(data.num_classes))

@@ -133,7 +133,7 @@ def test_expected_retracing_warnings_are_filtered(caplog):
     """A sweep builds a new model per job in one process: TensorFlow's retracing warning is noise there."""
     import tensorflow as tf
 
-    train_module.setup_runtime(compose_config([]).trainer)
+    train_module.setup_runtime(compose_config([]).trainer, "lstm")
     with caplog.at_level("WARNING", logger="tensorflow"):
         for value in range(8):  # a new tf.function each time, as a new model's step is
             tf.function(lambda x: x + 1)(tf.constant(value))
@@ -158,11 +158,11 @@ from seqlab import train
 from tests.conftest import compose_config
 for model, override in (("fasttext_bigram", []), ("lstm", []), ("lstm", ["trainer.intra_op_threads=2"])):
     trainer = compose_config(override).trainer
-    train.set_intra_op_threads(trainer, model)
+    train.set_intra_op_threads(trainer, model, "cpu")
     print(model, trainer.intra_op_threads, tf.config.threading.get_intra_op_parallelism_threads())
 tf.constant(1.0) + 1  # TensorFlow starts
 trainer = compose_config(["trainer.intra_op_threads=1"]).trainer
-train.set_intra_op_threads(trainer, "lstm")
+train.set_intra_op_threads(trainer, "lstm", "cpu")
 print("started", trainer.intra_op_threads, tf.config.threading.get_intra_op_parallelism_threads())
 """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}

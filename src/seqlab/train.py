@@ -37,12 +37,11 @@ def expected_retracing(record: logging.LogRecord) -> bool:
     return "triggered tf.function retracing" not in record.getMessage()
 
 
-def setup_runtime(trainer_cfg, model_name: str = "lstm") -> str:
+def setup_runtime(trainer_cfg, model_name: str) -> str:
     """Choose the device and CPU threads, seed every generator and set precision. Returns 'cpu' or 'gpu'.
 
     Sets `trainer_cfg.intra_op_threads` to the value in force, so that the logged param says what ran.
     """
-    set_intra_op_threads(trainer_cfg, model_name)  # like hiding a GPU: only before TensorFlow starts
     gpus = tf.config.list_physical_devices("GPU")
     if trainer_cfg.device == "gpu" and not gpus:
         raise ConfigError("trainer.device is 'gpu' but TensorFlow sees no GPU on this machine (is the CUDA build "
@@ -57,6 +56,7 @@ def setup_runtime(trainer_cfg, model_name: str = "lstm") -> str:
                                   "(an earlier job of this sweep used it); run the CPU jobs in a sweep of their own, "
                                   "or with CUDA_VISIBLE_DEVICES= in the environment.") from None
     device = "gpu" if gpus and trainer_cfg.device != "cpu" else "cpu"
+    set_intra_op_threads(trainer_cfg, model_name, device)  # like hiding a GPU: only before TensorFlow starts
     if expected_retracing not in tf.get_logger().filters:
         tf.get_logger().addFilter(expected_retracing)
     keras.backend.clear_session()  # sweeps run several jobs in one process
@@ -71,15 +71,14 @@ def setup_runtime(trainer_cfg, model_name: str = "lstm") -> str:
     return device
 
 
-def set_intra_op_threads(trainer_cfg, model_name: str) -> None:
+def set_intra_op_threads(trainer_cfg, model_name: str, device: str) -> None:
     """One thread per op by default for recurrent models on CPU: a training step of the tutorial LSTM is a loop of
     hundreds of small ops, which two threads split at a loss (README, "Speed": 1.3-1.5x faster with one)."""
     from seqlab.models import NON_RECURRENT_MODELS
 
     wanted = trainer_cfg.intra_op_threads
     if wanted is None:
-        on_cpu = trainer_cfg.device == "cpu" or not tf.config.list_physical_devices("GPU")
-        wanted = 1 if on_cpu and model_name not in NON_RECURRENT_MODELS else 0
+        wanted = 1 if device == "cpu" and model_name not in NON_RECURRENT_MODELS else 0
     current = tf.config.threading.get_intra_op_parallelism_threads()
     if wanted != current:
         try:
