@@ -88,13 +88,16 @@ def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
 
 
 def test_predict_cli_text_and_file(trained, tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": trained.uri}
+    # without the variable conftest sets: seqlab itself keeps MLflow's per-artifact download bars off
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
+    env["MLFLOW_TRACKING_URI"] = trained.uri
     uri = f"runs:/{trained.run.info.run_id}/model"
     out = tmp_path / "out.csv"
     texts = ["A wonderful, moving film.", "Awful and boring.", "It was fine."]
     result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, *sum([["--text", t] for t in texts], []),
                              "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "Downloading artifacts" not in result.stderr, result.stderr
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["label", "probability"] and len(frame) == 3
     assert set(frame["label"]) <= {"neg", "pos"} and ((frame["probability"] >= 0.5) & (frame["probability"] <= 1)).all()
@@ -109,6 +112,19 @@ def test_predict_cli_text_and_file(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     frame = pd.read_csv(out)
     assert frame["id"].tolist() == ["r0", "r1", "r2"] and frame["label"].tolist() == direct["label"].tolist()
+
+
+def test_train_from_the_command_line_prints_no_tensorflow_error_lines(real_data_dir, tmp_path):
+    """No TensorFlow "E0000 ... use_unbounded_threadpool" line on stderr: Keras' tf.data path for string arrays
+    logs it when op determinism and one thread per op are on, as they are when `seqlab train` logs the model."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trained = subprocess.run([sys.executable, "-m", "seqlab.cli", "train", f"data_dir={real_data_dir}",
+                              "dataset.max_train=200", "dataset.max_test=100", "preprocess.max_length=50",
+                              "trainer.epochs=1", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'outputs'}"],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "seqlab: test loss" in trained.stdout
+    assert "E0000" not in trained.stderr and "node_def_util" not in trained.stderr, trained.stderr
 
 
 @pytest.mark.parametrize("raised, status", [(RuntimeError("disk on fire"), "FAILED"), (KeyboardInterrupt(), "KILLED")])

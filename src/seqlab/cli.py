@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+# MLflow draws a progress bar per artifact download, six for one `predict` from a local store: noise here.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 USAGE = """usage: seqlab COMMAND [ARGS]
 

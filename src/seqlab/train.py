@@ -324,7 +324,10 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
     end_to_end = keras.Model(inputs, model(network_inputs), name=f"{model.name}_on_text")
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     as_objects = sample | {"text": examples.astype(object)} if metadata else examples.astype(object)
-    signature = mlflow.models.infer_signature(sample, end_to_end.predict(as_objects, verbose=0))
+    # A direct call, not predict(): Keras' tf.data path for string arrays logs a TensorFlow "E0000 ...
+    # use_unbounded_threadpool" line when op determinism and one thread per op are on (harmless but alarming).
+    outputs = keras.ops.convert_to_numpy(end_to_end(as_objects, training=False))
+    signature = mlflow.models.infer_signature(sample, outputs)
     mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
                            metadata={"class_names": list(data.class_names), "dataset": data.name,
                                      "metadata_columns": list(metadata.names) if metadata else [],
