@@ -112,7 +112,9 @@ def make_dataset(inputs, labels, batch_size: int, seed: int | None = None,
         batches = tf.data.Dataset.from_tensor_slices(np.argsort(lengths, kind="stable")).batch(batch_size)
     else:
         batches = bucketed_batches(lengths, boundaries, batch_size, seed)
-    return batches.map(_gatherer(inputs, labels, lengths, boundaries, pad_to_boundaries)).prefetch(tf.data.AUTOTUNE)
+    # stateless, so op determinism keeps it parallel (tokenizing's stateful map would be made sequential)
+    gather = _gatherer(inputs, labels, lengths, boundaries, pad_to_boundaries)
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def bucketed_batches(lengths: np.ndarray, boundaries: list[int], batch_size: int, seed: int) -> tf.data.Dataset:
