@@ -147,8 +147,6 @@ def test_a_run_that_raises_never_stays_running(real_data_dir, tmp_path, monkeypa
 
 def test_expected_retracing_warnings_are_filtered(caplog):
     """A sweep builds a new model per job in one process: TensorFlow's retracing warning is noise there."""
-    import tensorflow as tf
-
     train_module.setup_runtime(compose_config([]).trainer, "lstm")
     with caplog.at_level("WARNING", logger="tensorflow"):
         for value in range(8):  # a new tf.function each time, as a new model's step is
