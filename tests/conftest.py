@@ -12,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from seqlab.cli import config_dir
 from seqlab.config import register_configs
+from seqlab.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "data"))
@@ -32,6 +33,22 @@ def compose_config(overrides: list[str] | None = None):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides or []))
+
+
+# Small sizes for whichever of these keys a model has (each model owns its keys: seqlab.models.register).
+TINY_SIZES = {"units": 4, "embedding_dim": 4, "filters": 4, "attention_units": 4, "ngram_buckets": 64,
+              "message_units": 4}
+# Every registered model, found in the registry: a model added with its builder and YAML joins the tests.
+FLAT_MODELS = sorted(name for name, info in MODELS.items() if not info.hierarchical)
+HIERARCHICAL_MODELS = sorted(name for name, info in MODELS.items() if info.hierarchical)
+
+
+def tiny_model(name: str, sizes: dict | None = None) -> list[str]:
+    """Overrides `model=NAME` plus small sizes for the keys that model has."""
+    from dataclasses import fields
+
+    keys = {field.name for field in fields(MODELS[name].config)}
+    return [f"model={name}", *(f"model.{key}={value}" for key, value in (sizes or TINY_SIZES).items() if key in keys)]
 
 
 @pytest.fixture

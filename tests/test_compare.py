@@ -104,9 +104,9 @@ def test_unknown_sweep_or_experiment_names_the_known_ones(store, capsys):
     assert code == 1 and "test_accuracy" in err
 
 
-def test_params_a_model_does_not_use_are_blank_and_do_not_make_a_column(tmp_path):
-    """bilstm and hier_conv runs of a threads comparison: every run logs every schema key, but kernel_size and
-    max_units mean something only for hier_conv; units only for bilstm."""
+def test_params_a_model_does_not_have_are_blank_and_do_not_make_a_column(tmp_path):
+    """bilstm and hier_conv runs of a threads comparison: each run logs its own options' keys only (kernel_size and
+    max_units are hier_conv's and preprocess=hierarchical's, units bilstm's)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.create_experiment("threads", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -115,9 +115,10 @@ def test_params_a_model_does_not_use_are_blank_and_do_not_make_a_column(tmp_path
             ("hier_conv", "hierarchical", "64", "3", "48", "True", 0.58)]
     for model, preprocess, units, kernel_size, max_units, metadata, accuracy in runs:
         run_id = client.create_run(experiment).info.run_id  # the last is a hier_conv run with kernel_size 3
-        for key, value in {"model.name": model, "model.units": units, "model.kernel_size": kernel_size,
-                           "model.metadata": metadata, "preprocess.name": preprocess,
-                           "preprocess.max_units": max_units, "trainer.seed": "42"}.items():
+        own = ({"model.units": units} if model == "bilstm" else
+               {"model.kernel_size": kernel_size, "preprocess.max_units": max_units})
+        for key, value in {"model.name": model, **own, "model.metadata": metadata, "preprocess.name": preprocess,
+                           "trainer.seed": "42"}.items():
             client.log_param(run_id, key, value)
         client.log_metric(run_id, "test_accuracy", accuracy)
         client.set_terminated(run_id, "FINISHED")
@@ -126,8 +127,7 @@ def test_params_a_model_does_not_use_are_blank_and_do_not_make_a_column(tmp_path
     assert "model.kernel_size" not in table and "preprocess.max_units" not in table and "model.units" not in table
     assert set(table.index) == {("bilstm", "False"), ("bilstm", "True"), ("hier_conv", "False"), ("hier_conv", "True")}
     other = client.create_run(experiment).info.run_id  # a hier_conv run with another kernel size
-    for key, value in {"model.name": "hier_conv", "model.units": "64", "model.kernel_size": "5",
-                       "model.metadata": "False", "preprocess.name": "hierarchical", "preprocess.max_units": "48",
+    for key, value in {"model.name": "hier_conv", "model.kernel_size": "5", "model.metadata": "False", "preprocess.name": "hierarchical", "preprocess.max_units": "48",
                        "trainer.seed": "42"}.items():
         client.log_param(other, key, value)
     client.log_metric(other, "test_accuracy", 0.5)

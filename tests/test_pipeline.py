@@ -9,13 +9,9 @@ from mlflow.tracking import MlflowClient
 from seqlab import pipeline
 from seqlab.data.common import DatasetSplits, Examples
 from seqlab.errors import ConfigError
-from seqlab.models import HIERARCHICAL_MODELS, MODEL_BUILDERS, build_model, loss_for
+from seqlab.models import MODELS, build_model, loss_for
 from seqlab.preprocess import InputSpec, WordPreprocessor
-from tests.conftest import NEGATIVE, POSITIVE, compose_config
-
-FLAT_MODELS = sorted(set(MODEL_BUILDERS) - HIERARCHICAL_MODELS)
-TINY = ["model.units=4", "model.embedding_dim=4", "model.filters=4", "model.attention_units=4",
-        "model.ngram_buckets=64", "model.message_units=4"]
+from tests.conftest import FLAT_MODELS, HIERARCHICAL_MODELS, NEGATIVE, POSITIVE, compose_config, tiny_model
 
 
 def post_padded(lengths, width, seed=0):
@@ -101,7 +97,7 @@ def test_pre_padded_ids_are_refused():
 
 def test_predict_keeps_the_input_order(skewed):
     tokens, lengths, labels = skewed
-    cfg = compose_config(["model=lstm", *TINY]).model
+    cfg = compose_config(tiny_model("lstm")).model
     model = build_model(cfg, InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True))
     bucketed = pipeline.predict(model, tokens[:300], 32, boundaries=[16, 32, 60])
     padded = model.predict(tokens[:300], batch_size=32, verbose=0)
@@ -113,7 +109,7 @@ def test_every_flat_model_trains_on_buckets_and_ignores_their_padding(name, skew
     """Masked: the output for a review does not depend on how far its batch pads it."""
     tokens, lengths, labels = skewed
     spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True)
-    model = build_model(compose_config([f"model={name}", *TINY]).model, spec)
+    model = build_model(compose_config(tiny_model(name)).model, spec)
     model.compile(optimizer="adam", loss=loss_for(2))
     dataset = pipeline.make_dataset(tokens[:96], labels[:96] % 2, 32, seed=0, boundaries=[16, 32, 60])
     history = model.fit(dataset, epochs=1, shuffle=False, verbose=0)
@@ -131,9 +127,11 @@ def test_bucketing_null_resolves_per_model_and_switches_to_post_padding():
     assert on.trainer.bucketing is True and on.preprocess.padding == "post"
     off = pipeline.resolve_bucketing(compose_config(["model=lstm", "trainer.bucketing=false"]))
     assert off.trainer.bucketing is False and off.preprocess.padding == "pre"
-    unmeasured = sorted(set(FLAT_MODELS) - pipeline.BUCKETED_BY_DEFAULT)
-    if unmeasured:
-        assert pipeline.resolve_bucketing(compose_config([f"model={unmeasured[0]}"])).trainer.bucketing is False
+    for name in FLAT_MODELS:  # null follows each model's registered trait
+        resolved = pipeline.resolve_bucketing(compose_config([f"model={name}"])).trainer.bucketing
+        assert resolved is MODELS[name].bucketed
+    # a sweep across models passes one default for all (seqlab.sweep.like_for_like)
+    assert pipeline.resolve_bucketing(compose_config(["model=lstm"]), default=False).trainer.bucketing is False
 
 
 def test_bucketing_config_errors_name_the_key():
@@ -212,7 +210,7 @@ def test_kernel_tag_follows_kerass_cudnn_conditions():
     spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True)
 
     def kernel(name, device="gpu"):
-        return pipeline.recurrent_kernels(build_model(compose_config([f"model={name}", *TINY]).model, spec), device)
+        return pipeline.recurrent_kernels(build_model(compose_config(tiny_model(name)).model, spec), device)
 
     assert kernel("lstm") == "cudnn" and kernel("bilstm") == "cudnn" and kernel("gru") == "cudnn"
     assert kernel("lstm_recurrent_dropout") == "generic"  # recurrent dropout rules cuDNN out
@@ -225,7 +223,7 @@ def test_mixed_bfloat16_and_xla_train_on_cpu_with_a_float32_output(skewed, jit_c
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True)
-        model = build_model(compose_config(["model=lstm", *TINY]).model, spec)
+        model = build_model(compose_config(tiny_model("lstm")).model, spec)
         model.compile(optimizer="adam", loss=loss_for(2), jit_compile=jit_compile)
         dataset = pipeline.make_dataset(tokens[:128], labels[:128] % 2, 32, seed=0, boundaries=[32],
                                         pad_to_boundaries=jit_compile)

@@ -17,7 +17,7 @@ from seqlab.config import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError
 from seqlab.models import build_model
-from seqlab.models.hierarchical import MessageEncoder
+from seqlab.models.layers import MessageEncoder
 from seqlab.predict import load, predict_texts, read_examples, read_inputs, read_metadata
 from seqlab.preprocess import HierarchicalPreprocessor, InputSpec, MetadataPreprocessor
 from tests.conftest import REAL_DATA, compose_config

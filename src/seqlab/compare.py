@@ -1,10 +1,11 @@
 """`seqlab compare`: a table of runs read back from MLflow (model, the params that differ, metrics).
 
-Runs that differ only in `trainer.seed` (a `trainer.seed=1,2,3` sweep) are one row: the mean of each
-metric, its standard deviation across seeds and the number of runs (`--per-run` lists them one by one).
-`--sweep NAME` keeps the runs of one sweep (its parent run is never a row). A `model.*` or `preprocess.*`
-param is left blank in the rows of runs whose model or preprocessing does not use it (its conf/ file does not
-set it): a BiLSTM's `model.kernel_size` is a schema default, not a difference from hier_conv.
+Runs are one row exactly when every logged param but `trainer.seed` is the same (a `trainer.seed=1,2,3` sweep):
+the mean of each metric, its standard deviation across seeds and the number of runs (`--per-run` lists them one
+by one). A run logs only the keys its options own (seqlab.config), so a param a run lacks is a difference too.
+Where-things-are params and the `derived.*` facts (vocabulary actually fitted, parameter count), which follow
+from the config and the data, never split a row. `--sweep NAME` keeps the runs of one sweep (its parent run is
+never a row).
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from seqlab.errors import SeqlabError
 
 METRIC_COLUMNS = ["test_accuracy", "test_f1_macro", "test_roc_auc", "test_loss", "val_accuracy", "epochs",
                   "epoch_seconds", "train_seconds"]
-# Params that say where things are, how a run is named or how it was launched, not what was trained.
-IGNORED_PARAMS = {"tracking.run_name", "tracking.uri", "tracking.experiment", "tracking.sweep", "data_dir",
-                  "cache_dir", "overrides", "trainer.resume", "trainer.progress"}
 SEED = "trainer.seed"
-IGNORED_PREFIXES = ("optimizer_",)  # MLflow's Keras callback repeats trainer.optimizer and learning_rate
-EVERY_MODEL_USES = {"metadata"}  # model.metadata=true works with every builder (seqlab.models.with_metadata)
+DERIVED = "derived."  # facts that follow from the config and the data (seqlab.train.derived_params)
+# Runs of earlier seqlab versions: the overrides blob and MLflow's Keras callback's copy of the optimizer.
+LEGACY_PARAMS = ("overrides", "optimizer_")
 FLOAT_TEXT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
 
 
@@ -84,41 +83,30 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
     return runs.reset_index(drop=True)
 
 
-def used_keys(group: str, choice) -> set[str] | None:
-    """The keys `conf/<group>/<choice>.yaml` sets, those that mean something for that model or preprocessing;
-    None where there is no such file (a run of another seqlab version, a model registered elsewhere)."""
-    from omegaconf import OmegaConf
+def compared(param: str) -> bool:
+    """Whether a param tells runs apart (what was trained), as opposed to where things are or a derived fact."""
+    from seqlab.config import is_location_key
 
-    from seqlab.cli import config_dir
-
-    path = config_dir() / group / f"{choice}.yaml"
-    if not isinstance(choice, str) or not path.is_file():
-        return None
-    keys = {str(key) for key in OmegaConf.load(path) if key != "defaults"}
-    return keys | EVERY_MODEL_USES if group == "model" else keys
-
-
-def blank_unused(runs: pd.DataFrame) -> pd.DataFrame:
-    """Model and preprocessing params set to None in the runs whose choice of that group does not use them."""
-    runs = runs.copy()
-    for group in ("model", "preprocess"):
-        if f"params.{group}.name" not in runs:
-            continue
-        for choice, rows in runs.groupby(f"params.{group}.name").groups.items():
-            keys = used_keys(group, choice)
-            if keys is None:
-                continue
-            unused = [c for c in runs.columns if c.startswith(f"params.{group}.") and c.split(".", 2)[2] not in keys]
-            runs.loc[rows, unused] = None
-    return runs
+    return not (is_location_key(param) or param.startswith((DERIVED, *LEGACY_PARAMS)))
 
 
 def varying_params(runs: pd.DataFrame) -> list[str]:
-    """The params (without 'params.') whose values differ between the runs, model name aside."""
-    columns = [c for c in runs.columns if c.startswith("params.") and c[7:] not in IGNORED_PARAMS | {"model.name"}
-               and not c[7:].startswith(IGNORED_PREFIXES)]
-    # blanks (a param that does not apply) count as no value: the column shows where values that apply differ
-    return sorted(c[7:] for c in columns if runs[c].dropna().astype(str).nunique() > 1)  # the same order every time
+    """The params (without 'params.') whose values differ between the runs, model name aside; a run without a
+    param (another model's key) differs from one that has it."""
+    columns = [c for c in runs.columns if c.startswith("params.") and c[7:] != "model.name" and compared(c[7:])]
+    return sorted(c[7:] for c in columns if runs[c].astype(str).nunique(dropna=False) > 1)
+
+
+def shown_params(runs: pd.DataFrame, params: list[str]) -> list[str]:
+    """Of the varying params, those whose values differ where they are logged: a key only some models have
+    (another model's kernel_size) already differs by the model column, so it gets no column of blanks."""
+    return [name for name in params if name == SEED or runs[f"params.{name}"].dropna().astype(str).nunique() > 1]
+
+
+def varying_facts(runs: pd.DataFrame) -> list[str]:
+    """The derived.* params that differ between runs: shown, never grouped on."""
+    return sorted(c[7:] for c in runs.columns if c.startswith(f"params.{DERIVED}")
+                  and runs[c].astype(str).nunique(dropna=False) > 1)
 
 
 def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",
@@ -127,11 +115,10 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "
     runs = search(tracking_uri, experiment, sweep, finished_only)
     if runs.empty:
         return pd.DataFrame()
-    runs = blank_unused(runs)
-    params = varying_params(runs)
+    params, facts = varying_params(runs), varying_facts(runs)
     table = pd.DataFrame({"run": runs["run_id"].str[:8], "name": runs.get("tags.mlflow.runName"),
                           "status": runs["status"], "model": runs.get("params.model.name")})
-    for name in params:
+    for name in [*params, *facts]:
         table[name] = runs[f"params.{name}"]
     if "metrics.train_seconds" in runs and "metrics.epochs" in runs:
         # the run's mean; the metric of that name holds only the last epoch's
@@ -143,18 +130,20 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "
         available = sorted(c[8:] for c in runs.columns if c.startswith("metrics."))
         raise SeqlabError(f"--metric {metric!r}: these runs have no such metric; they have {', '.join(available)}.")
     if SEED in params and not per_run:
-        table = aggregate_seeds(table, [name for name in params if name != SEED], metrics)
+        table = aggregate_seeds(table, [name for name in params if name != SEED], facts, metrics)
     elif not (table["status"] != "FINISHED").any():
         table = table.drop(columns="status")
+    table = table.drop(columns=sorted(set(params) - set(shown_params(runs, params))))
     table = table.sort_values(metric, ascending=metric.endswith("loss"), na_position="last", kind="stable")
     return table.reset_index(drop=True)
 
 
-def aggregate_seeds(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """One row per config: runs, their seeds, and each metric's mean and sample standard deviation."""
+def aggregate_seeds(table: pd.DataFrame, keys: list[str], facts: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per config: runs, their seeds, each fact's values, each metric's mean and sample standard deviation."""
     keys = ["model", *keys]
     groups = table.groupby(keys, dropna=False, sort=False)
-    rows = groups.agg(runs=("run", "size"), seeds=(SEED, lambda s: " ".join(sorted(s.astype(str), key=_seed_order))))
+    rows = groups.agg(runs=("run", "size"), seeds=(SEED, lambda s: " ".join(sorted(s.astype(str), key=_seed_order))),
+                      **{fact: (fact, lambda s: "/".join(dict.fromkeys(s.dropna().astype(str)))) for fact in facts})
     for name in metrics:
         rows[name] = groups[name].mean()
         rows[f"{name}_std"] = groups[name].std()  # NaN for a single run: no spread to report

@@ -1,80 +1,62 @@
-"""Structured config schema (typed defaults for every group) and the checks Hydra cannot express.
+"""The config schema and the checks Hydra cannot express.
 
-Hydra merges the YAML files of `conf/` into `SeqlabConfig`, so an unknown key or a value of the wrong
-type stops the run at composition. `validate()` then checks ranges and allowed values, naming the key.
+Each option of the `dataset`, `preprocess` and `model` groups owns exactly its keys: its dataclass (next to the
+code that reads it: `seqlab.data.SOURCES`, `seqlab.models.MODELS`, the preprocessings below) is stored as
+`schema/<group>/<option>` and `conf/<group>/<option>.yaml` starts from it. So an unknown key for that option, or a
+value of the wrong type, stops the run at composition with the option's keys listed, and the logged params are
+exactly the keys the run used. `validate()` then checks ranges and allowed values, naming the key. Nothing here
+imports Keras: a bad config is reported in about a second.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from seqlab.errors import ConfigError
 
+# Keys that say where things are, how a run is named or shown, not what was trained: never params, never part
+# of what makes two runs different (seqlab compare, seed groups, run names).
+LOCATION_KEYS = ("tracking.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume")
 
-@dataclass
-class DatasetConfig:
-    name: str = "imdb"
-    # imdb: `sentiment` (2 classes) or `rating` (8 classes); thread datasets: `label`.
-    target: str = "sentiment"
-    path: Optional[str] = None  # a file or folder; else looked up under data_dir, else downloaded
-    test_path: Optional[str] = None
-    download: bool = True
-    max_train: Optional[int] = None
-    max_test: Optional[int] = None
-    validation_split: float = 0.1
-    # thread files with their own validation split: official | holdout (of train) | auto (official unless it lacks classes)
-    validation_source: str = "auto"
-    test_split: float = 0.2  # custom files without test_path
-    text_column: Optional[str] = None
-    label_column: Optional[str] = None
-    messages_column: Optional[str] = None
-    thread_id_column: Optional[str] = None
-    speaker_column: Optional[str] = None
-    metadata_columns: Optional[list[str]] = None
-    encoding: str = "utf-8"
-    on_bad_lines: str = "error"  # error | skip
-    # keras.datasets.imdb options (dataset=imdb_keras)
-    num_words: Optional[int] = None
-    maxlen: Optional[int] = None
-    skip_top: int = 0
-    index_from: int = 3
+
+def is_location_key(key: str) -> bool:
+    return key.startswith(LOCATION_KEYS)
 
 
 @dataclass
 class PreprocessConfig:
-    name: str = "words"
+    name: str = MISSING
     vocab_size: int = 5000
-    max_length: int = 500
-    padding: str = "pre"
-    truncating: str = "pre"
-    # hierarchical inputs: units (messages or sentences) x words per unit
-    max_units: int = 16
-    max_unit_length: int = 32
-    keep: str = "first"  # first | last units when a thread has more than max_units
-    speaker_tokens: bool = False
+    padding: str = "pre"  # pre | post (post turns masking on)
+    truncating: str = "pre"  # pre | post
+    speaker_tokens: bool = False  # each message starts with its speaker as a word (threads)
 
 
 @dataclass
-class ModelConfig:
-    name: str = "lstm"
-    embedding_dim: int = 32
-    units: int = 100
-    layers: int = 1
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    embedding_dropout: float = 0.0
-    filters: int = 32
-    kernel_size: int = 3
-    pool_size: int = 2
-    attention_units: int = 64
-    message_units: int = 32
-    ngram_buckets: int = 0
-    ngrams: int = 2
-    metadata: bool = False
+class WordsConfig(PreprocessConfig):
+    """One sequence of word ids per example."""
+
+    max_length: int = 500
+
+
+@dataclass
+class UnitsConfig(PreprocessConfig):
+    """Units (messages or sentences) x words per example, for hierarchical models."""
+
+    vocab_size: int = 20000
+    max_units: int = 32
+    max_unit_length: int = 32
+    keep: str = "first"  # first | last units when a thread has more than max_units
+    padding: str = "post"
+    truncating: str = "post"
+
+
+# preprocess.name -> its config (seqlab.preprocess.PREPROCESSORS has the code; it imports Keras)
+PREPROCESSINGS = {"words": WordsConfig, "hierarchical": UnitsConfig}
 
 
 @dataclass
@@ -114,9 +96,9 @@ class TrackingConfig:
 
 @dataclass
 class SeqlabConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: Any = MISSING  # the chosen option's schema (schema/dataset/<name>)
+    preprocess: Any = MISSING
+    model: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     data_dir: str = "data"
@@ -125,9 +107,35 @@ class SeqlabConfig:
     optimized_metric: str = "test_accuracy"
 
 
+def option_schemas() -> dict[str, dict[str, type]]:
+    """{group: {option: its config dataclass}} for the groups whose options own their keys."""
+    from seqlab.data import SOURCES
+    from seqlab.models import MODELS
+
+    return {"dataset": {name: source.config for name, source in SOURCES.items()},
+            "preprocess": dict(PREPROCESSINGS),
+            "model": {name: info.config for name, info in MODELS.items()}}
+
+
 def register_configs() -> None:
-    """Make the schema available to `conf/config.yaml` as `seqlab_schema`."""
-    ConfigStore.instance().store(name="seqlab_schema", node=SeqlabConfig)
+    """The root schema as `seqlab_schema` and each option's as `schema/<group>/<option>` (conf/ files use them)."""
+    store = ConfigStore.instance()
+    store.store(name="seqlab_schema", node=SeqlabConfig)
+    for group, options in option_schemas().items():
+        for name, schema in options.items():
+            store.store(group=f"schema/{group}", name=name, node=schema)
+
+
+def structured(container: dict) -> DictConfig:
+    """A plain config (a run's stored config.yaml) typed by the root schema and its options' schemas."""
+    typed = OmegaConf.structured(SeqlabConfig)
+    schemas = option_schemas()
+    for group, options in schemas.items():
+        name = (container.get(group) or {}).get("name")
+        if name not in options:
+            raise ConfigError(f"Config key '{group}.name' is {name!r}; known options are {', '.join(sorted(options))}.")
+        typed[group] = OmegaConf.structured(options[name])
+    return OmegaConf.merge(typed, container)
 
 
 def _allowed(key: str, value: Any, allowed: list[Any]) -> None:
@@ -152,34 +160,39 @@ METRICS = ["test_accuracy", "test_f1_macro", "test_loss", "val_accuracy", "val_l
 MONITORS = ["val_loss", "val_accuracy"]  # what early stopping can watch (the metrics every model logs)
 
 
+# Range rules by key name, for whichever options have the key.
+RATES = ("dropout", "recurrent_dropout", "embedding_dropout")  # [0, 1)
+SPLITS = ("validation_split", "test_split")  # (0, 1)
+AT_LEAST_ONE = ("max_train", "max_test", "num_words", "maxlen", "vocab_size", "max_length", "max_units",
+                "max_unit_length", "embedding_dim", "units", "layers", "filters", "kernel_size", "pool_size",
+                "attention_units", "message_units")
+AT_LEAST_ZERO = ("skip_top", "index_from", "ngram_buckets")
+CHOICES = {"on_bad_lines": ["error", "skip"], "validation_source": ["auto", "official", "holdout"],
+           "padding": ["pre", "post"], "truncating": ["pre", "post"], "keep": ["first", "last"]}
+
+
 def validate(cfg: DictConfig) -> None:
     """Check ranges and allowed values that the typed schema cannot express. Raises ConfigError."""
     _check_known_keys(cfg)
-    d, p, m, t = cfg.dataset, cfg.preprocess, cfg.model, cfg.trainer
-    _in_range("dataset.max_train", d.max_train, 1)
-    _in_range("dataset.max_test", d.max_test, 1)
-    _in_range("dataset.validation_split", d.validation_split, 0, 1, low_open=True, high_open=True)
-    _in_range("dataset.test_split", d.test_split, 0, 1, low_open=True, high_open=True)
-    _allowed("dataset.on_bad_lines", d.on_bad_lines, ["error", "skip"])
-    _allowed("dataset.validation_source", d.validation_source, ["auto", "official", "holdout"])
-    _in_range("dataset.num_words", d.num_words, 1)
-    _in_range("dataset.maxlen", d.maxlen, 1)
-    _in_range("dataset.skip_top", d.skip_top, 0)
-    _in_range("dataset.index_from", d.index_from, 0)
-    _in_range("preprocess.vocab_size", p.vocab_size, 2)
-    _in_range("preprocess.max_length", p.max_length, 1)
-    _in_range("preprocess.max_units", p.max_units, 1)
-    _in_range("preprocess.max_unit_length", p.max_unit_length, 1)
-    _allowed("preprocess.padding", p.padding, ["pre", "post"])
-    _allowed("preprocess.truncating", p.truncating, ["pre", "post"])
-    _allowed("preprocess.keep", p.keep, ["first", "last"])
-    for key in ("dropout", "recurrent_dropout", "embedding_dropout"):
-        _in_range(f"model.{key}", m[key], 0, 1, high_open=True)
-    for key in ("embedding_dim", "units", "layers", "filters", "kernel_size", "pool_size", "attention_units",
-                "message_units"):
-        _in_range(f"model.{key}", m[key], 1)
-    _in_range("model.ngram_buckets", m.ngram_buckets, 0)
-    _in_range("model.ngrams", m.ngrams, 1, 3)
+    for group in ("dataset", "preprocess", "model"):
+        node = cfg[group]
+        for key in node:
+            value, full = node[key], f"{group}.{key}"
+            if key in RATES:
+                _in_range(full, value, 0, 1, high_open=True)
+            elif key in SPLITS:
+                _in_range(full, value, 0, 1, low_open=True, high_open=True)
+            elif key in AT_LEAST_ONE:
+                _in_range(full, value, 1)
+            elif key in AT_LEAST_ZERO:
+                _in_range(full, value, 0)
+            elif key in CHOICES:
+                _allowed(full, value, CHOICES[key])
+    if "vocab_size" in cfg.preprocess:
+        _in_range("preprocess.vocab_size", cfg.preprocess.vocab_size, 2)
+    if "ngrams" in cfg.model:
+        _in_range("model.ngrams", cfg.model.ngrams, 1, 3)
+    t = cfg.trainer
     _in_range("trainer.epochs", t.epochs, 1)
     _in_range("trainer.batch_size", t.batch_size, 1)
     _in_range("trainer.learning_rate", t.learning_rate, 0, low_open=True)
@@ -191,25 +204,22 @@ def validate(cfg: DictConfig) -> None:
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])
     _allowed("trainer.class_weight", t.class_weight, [None, "balanced"])
     _allowed("optimized_metric", cfg.optimized_metric, METRICS)
-    from seqlab.models import MODEL_BUILDERS  # last and late: the registry imports Keras (seconds)
-
-    _allowed("model.name", m.name, sorted(MODEL_BUILDERS))
     _check_model_inputs(cfg)
 
 
 def _check_model_inputs(cfg: DictConfig) -> None:
     """Hierarchical models need units x words (preprocess=hierarchical, which their configs select); the metadata
     input needs a dataset with metadata columns."""
-    from seqlab.models import HIERARCHICAL_MODELS
+    from seqlab.models import model_info
 
     m, p = cfg.model, cfg.preprocess
-    hierarchical_model = m.name in HIERARCHICAL_MODELS
+    hierarchical_model = model_info(m.name).hierarchical
     if hierarchical_model != (p.name == "hierarchical"):
         reads = "units (messages or sentences) x words" if hierarchical_model else "one sequence of words"
         needs = "preprocess=hierarchical" if hierarchical_model else "a flat preprocessing such as preprocess=words"
         raise ConfigError(f"model={m.name} reads {reads} per example, but preprocess is {p.name!r}; it needs {needs}. "
                           "Drop the preprocess override (each model's config picks its own), or pick another model.")
-    if m.metadata and not cfg.dataset.metadata_columns:
+    if m.metadata and not cfg.dataset.get("metadata_columns"):
         raise ConfigError(f"Config key 'model.metadata' is true, but dataset {cfg.dataset.name!r} has no metadata "
                           "columns (dataset.metadata_columns is empty). Use a dataset with numeric metadata "
                           "(persuasion, chitchat, dailydialog), name them with dataset.metadata_columns=[a,b] for "
@@ -218,15 +228,19 @@ def _check_model_inputs(cfg: DictConfig) -> None:
 
 def _check_known_keys(cfg: DictConfig) -> None:
     """`+group.key=value` appends keys past the typed schema; a misspelt key must not pass silently."""
-    from dataclasses import fields
-
-    for group, schema in (("dataset", DatasetConfig), ("preprocess", PreprocessConfig), ("model", ModelConfig),
-                          ("trainer", TrainerConfig), ("tracking", TrackingConfig)):
-        known = {f.name for f in fields(schema)}
-        unknown = sorted(set(cfg[group].keys()) - known)
+    schemas = option_schemas()
+    for group in ("dataset", "preprocess", "model", "trainer", "tracking"):
+        name = cfg[group].get("name")
+        if group in schemas and name not in schemas[group]:
+            raise ConfigError(f"Config key '{group}.name' is {name!r}; known options are "
+                              f"{', '.join(sorted(schemas[group]))}.")
+        schema = schemas[group][name] if group in schemas else {"trainer": TrainerConfig,
+                                                                "tracking": TrackingConfig}[group]
+        known = [f.name for f in fields(schema)]
+        unknown = sorted(set(cfg[group].keys()) - set(known))
         if unknown:
-            raise ConfigError(f"Unknown config key '{group}.{unknown[0]}'; the keys of '{group}' are "
-                              f"{', '.join(sorted(known))}.")
+            what = f"{group}={name}" if group in schemas else f"'{group}'"
+            raise ConfigError(f"Unknown config key '{group}.{unknown[0]}'; the keys of {what} are {', '.join(known)}.")
 
 
 def to_flat_dict(cfg: DictConfig) -> dict[str, Any]:

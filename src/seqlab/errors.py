@@ -1,14 +1,6 @@
 """User-facing errors: one paragraph, no traceback, a distinct exit code."""
 
-import re
-
-REDACTED = "<redacted>"
-URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # the user:password@ part of scheme://user:password@host
-
-
-def redact_uri(text: str) -> str:
-    """scheme://user:password@host -> scheme://<redacted>@host, anywhere in `text`."""
-    return URI_CREDENTIALS.sub(f"{REDACTED}@", text)
+from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri  # noqa: F401 (messages are redacted too)
 
 
 class SeqlabError(Exception):

@@ -32,25 +32,30 @@ from seqlab.preprocess import PREPROCESSORS, HierarchicalPreprocessor, make_prep
 
 TOKENS = "tokens"  # the word-id input of every flat model; with several inputs, the dict key that is bucketed
 NUM_BUCKETS = 16  # derived boundaries: length quantiles (the padding left is about 6% of the steps on IMDB)
-# Models bucketed when trainer.bucketing is null: the tutorial LSTM, measured to keep its accuracy (README,
-# "Speed"), and the models that mask their padding anyway, for which only the batches' make-up changes.
-BUCKETED_BY_DEFAULT = {"lstm", "bilstm", "attention_bilstm", "fasttext_bigram"}
 
 
 # --- configuration ----------------------------------------------------------------------------------
 
-def resolve_bucketing(cfg: DictConfig) -> DictConfig:
-    """The config with `trainer.bucketing` decided (null: on for the models in BUCKETED_BY_DEFAULT) and, when on,
-    `preprocess.padding=post`, so that the logged params say what ran. Raises ConfigError where it cannot apply.
+def resolve_bucketing(cfg: DictConfig, default: bool | None = None) -> DictConfig:
+    """The config with `trainer.bucketing` decided and, when on, `preprocess.padding=post`, so that the logged params
+    say what ran. Raises ConfigError where it cannot apply.
+
+    Null means `default` where given (a sweep across models keeps one batching for all), else the model's
+    `bucketed` trait (seqlab.models.register): the tutorial LSTM, measured to keep its accuracy, and the models
+    that mask their padding anyway, for which only the batches' make-up changes.
     """
+    from seqlab.models import model_info
+
     t = cfg.trainer
     hierarchical = issubclass(PREPROCESSORS[cfg.preprocess.name], HierarchicalPreprocessor)  # no TF object yet
     if t.bucketing and hierarchical:
         raise ConfigError(f"trainer.bucketing=true needs one sequence of words per example, but preprocess="
                           f"{cfg.preprocess.name} gives units x words (hierarchical inputs are already short per "
                           "unit). Set trainer.bucketing=false or leave it null.")
-    bucketing = t.bucketing if t.bucketing is not None else (cfg.model.name in BUCKETED_BY_DEFAULT
-                                                             and not hierarchical)
+    if t.bucketing is not None:
+        bucketing = t.bucketing
+    else:
+        bucketing = (model_info(cfg.model.name).bucketed if default is None else default) and not hierarchical
     if t.bucket_boundaries is not None:
         boundaries = list(t.bucket_boundaries)
         if not boundaries or any(b < 1 for b in boundaries) or boundaries != sorted(set(boundaries)):

@@ -128,7 +128,7 @@ def load(model_uri: str):
     """The Keras model and its class names."""
     import mlflow
 
-    import seqlab.models  # noqa: F401  registers seqlab's serializable layers, which the model needs
+    import seqlab.models.layers  # noqa: F401  registers seqlab's serializable layers, which the model needs
     import seqlab.preprocess  # noqa: F401
 
     try:

@@ -13,81 +13,19 @@ same name continues it: its children join the same parent (and an Optuna search 
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-SWEEP_ENV = "SEQLAB_SWEEP"  # JSON of SweepJob, set while a sweep's job runs
-OVERRIDES_ENV = "SEQLAB_OVERRIDES"  # JSON list of the job's command-line overrides, set while any job runs
+from seqlab.redaction import redact_credentials, safe_overrides
+
+log = logging.getLogger(__name__)
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read when TensorFlow starts computing
-# Keys that say where things are, how a run is named or shown, not what was trained: left out of seed groups.
-LOCATION_KEYS = ("tracking.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume")
-
-
-@dataclass
-class SweepJob:
-    name: str
-    parent_run_id: str
-    experiment_id: str
-    job: int
-
-
-def current_job() -> SweepJob | None:
-    """The sweep job this process is running, as the callback announced it; None outside sweeps."""
-    value = os.environ.get(SWEEP_ENV)
-    return SweepJob(**json.loads(value)) if value else None
-
-
-def job_overrides() -> list[str]:
-    value = os.environ.get(OVERRIDES_ENV)
-    return safe_overrides(json.loads(value)) if value else []
-
-
-def safe_overrides(overrides) -> list[str]:
-    """Overrides as MLflow may show them: secret-looking keys' values and URI credentials replaced."""
-    from seqlab.tracking import REDACTED, SECRET_KEY, redact_uri
-
-    safe = []
-    for override in overrides:
-        key, equals, value = str(override).partition("=")
-        secret = equals and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1])
-        safe.append(f"{key}={REDACTED}" if secret else redact_uri(str(override)))
-    return safe
-
-
-def seed_group(cfg: DictConfig) -> str:
-    """Runs with the same config except `trainer.seed` share this id (MLflow UI: group by tag)."""
-    from seqlab.config import to_flat_dict
-
-    kept = {key: value for key, value in to_flat_dict(cfg).items()
-            if key != "trainer.seed" and not key.startswith(LOCATION_KEYS)}
-    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def run_tags(cfg: DictConfig) -> dict[str, str]:
-    """Tags of one training run: its seed group, its overrides, and its parent when in a sweep."""
-    tags = {"seed_group": seed_group(cfg)}
-    if job_overrides():
-        tags["overrides"] = " ".join(job_overrides())
-    job = current_job()
-    if job is not None:
-        tags.update({"mlflow.parentRunId": job.parent_run_id, "sweep": job.name, "sweep.role": "child",
-                     "sweep.job": str(job.job)})
-        if cfg.tracking.run_name is None:
-            tags["mlflow.runName"] = f"{job.name}-{job.job}"
-    return tags
-
-
-def run_params() -> dict[str, str]:
-    """The overrides that made the run, as a param too (the resolved values are params already)."""
-    return {"overrides": " ".join(job_overrides())} if job_overrides() else {}
 
 
 def sweep_name(config: DictConfig) -> str:
@@ -97,6 +35,47 @@ def sweep_name(config: DictConfig) -> str:
         return str(name)
     folder = Path(str(config.hydra.sweep.dir))
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(folder.parts[-2:]))
+
+
+def swept_models(config: DictConfig) -> list[str]:
+    """The models a sweep runs (its `model=a,b` override or sweeper param); [] where it sweeps no model."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    texts = [*(f"{key}={value}" for key, value in params.items()), *config.hydra.overrides.task]
+    models: list[str] = []
+    for override in OverridesParser.create().parse_overrides(texts):
+        if override.key_or_group == "model" and override.is_sweep_override():
+            try:
+                models = [str(value) for value in override.sweep_string_iterator()]
+            except Exception:  # a range or interval: not a list of models
+                continue
+    return models
+
+
+def like_for_like(config: DictConfig, models: list[str]) -> bool | None:
+    """A sweep across models batches them all alike: where `trainer.bucketing` is null and the swept models'
+    defaults differ, null means padded batches for every job (returned: False); None where nothing needs
+    deciding. Inputs that cannot be made alike (units x words against one sequence) are named in a warning."""
+    from seqlab.models import MODELS
+
+    known = [name for name in dict.fromkeys(models) if name in MODELS]
+    if len(known) < 2:
+        return None
+    hierarchical = [name for name in known if MODELS[name].hierarchical]
+    flat = [name for name in known if not MODELS[name].hierarchical]
+    if hierarchical and flat:
+        log.warning(f"this sweep compares models that read units x words ({', '.join(hierarchical)}: "
+                    f"preprocess=hierarchical, its own vocabulary and lengths) with models that read one sequence of "
+                    f"words ({', '.join(flat)}: preprocess=words); their inputs differ (see the runs' derived.* "
+                    "params), so their scores compare setups, not only architectures.")
+    bucketed = sorted(name for name in flat if MODELS[name].bucketed)
+    if OmegaConf.select(config, "trainer.bucketing") is not None or not bucketed or len(bucketed) == len(flat):
+        return None
+    log.warning(f"trainer.bucketing is null and only {', '.join(bucketed)} of this sweep's models bucket by default: "
+                "every job runs on padded batches (trainer.bucketing=false), like for like; set trainer.bucketing=true "
+                "to bucket them all.")
+    return False
 
 
 def threads_per_job(config: DictConfig) -> int | None:
@@ -134,21 +113,11 @@ def sweep_children(client, parent_run_id: str, experiment_id: str, status: str |
     return client.search_runs([experiment_id], query, max_results=10000)
 
 
-def redact_credentials(record: logging.LogRecord) -> bool:
-    """A logging filter: the user:password@ of any URI in a log line becomes <redacted>@."""
-    from seqlab.errors import redact_uri
-
-    message = record.getMessage()
-    if "@" in message:
-        record.msg, record.args = redact_uri(message), None
-    return True
-
-
 class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run, hands it to every job, closes it with the sweep's outcome."""
 
     def __init__(self) -> None:
-        self.sweep: SweepJob | None = None  # job is unused on the parent's side
+        self.sweep = None  # seqlab.tracking.SweepJob; job is unused on the parent's side
         self.tracking_uri: str | None = None
 
     @property
@@ -190,11 +159,14 @@ class MlflowSweepCallback(Callback):
             for key, value in {**tags, "sweep.resumed": str(resumed)}.items():
                 client.set_tag(run_id, key, value)
             print(f"seqlab: sweep {name!r} continues under its MLflow parent run {run_id} at {uri}", flush=True)
-        self.sweep = SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1)
+        self.sweep = tracking.SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
+                                       bucketing=like_for_like(config, swept_models(config)))
         self.tracking_uri = uri
         atexit.register(self._end_interrupted)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob
+
         os.environ[OVERRIDES_ENV] = json.dumps(list(config.hydra.overrides.task))
         threads = threads_per_job(config)
         if threads is not None:  # before the job's TensorFlow starts its thread pools; explicit settings win
@@ -202,7 +174,7 @@ class MlflowSweepCallback(Callback):
                 os.environ.setdefault(name, str(threads))
         if self.sweep is not None:
             job = SweepJob(self.sweep.name, self.sweep.parent_run_id, self.sweep.experiment_id,
-                           int(config.hydra.job.num))
+                           int(config.hydra.job.num), self.sweep.bucketing)
             os.environ[SWEEP_ENV] = json.dumps(job.__dict__)
         _end_leaked_runs("FAILED")
 
@@ -211,6 +183,8 @@ class MlflowSweepCallback(Callback):
 
         # The basic launcher runs every job in this process: no run may stay active into the next job.
         _end_leaked_runs("FINISHED" if job_return.status == JobStatus.COMPLETED else "FAILED")
+        from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV
+
         os.environ.pop(SWEEP_ENV, None)
         os.environ.pop(OVERRIDES_ENV, None)
 

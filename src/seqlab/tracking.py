@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,16 +19,66 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 import seqlab
-from seqlab import sweep
-from seqlab.config import SeqlabConfig, to_flat_dict
-from seqlab.errors import REDACTED, URI_CREDENTIALS, ConfigError, Terminated, redact_uri  # noqa: F401 (re-exported)
+from seqlab.config import is_location_key, structured, to_flat_dict
+from seqlab.jobs import SweepJob, current_job, job_overrides  # noqa: F401 (SweepJob: seqlab.sweep)
+from seqlab.errors import ConfigError, Terminated
+from seqlab.redaction import REDACTED, SECRET_KEY, URI_CREDENTIALS, redact_uri, redacted, safe_overrides  # noqa: F401
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 CHECKPOINT_PATH = "checkpoint"  # run artifact folder holding Keras' BackupAndRestore files
-# Config keys whose values are never written to MLflow (matched on the last part of the dotted key).
-SECRET_KEY = re.compile(r"(^|_)(passw(or)?d|secret|secret_key|token|api_?key|access_key|credentials?|private_key)$",
-                        re.IGNORECASE)  # password, db_passwd, client_secret, hf_token, api_key; not max_tokens
 
+
+
+# Overrides a default run name leaves out: the model leads the name; presets and searches say nothing of what differs.
+UNNAMED_OVERRIDES = ("model", "experiment", "hparams_search")
+
+
+def compared_params(cfg: DictConfig) -> dict[str, object]:
+    """The params that make a run what it is: every resolved key the run used, none of where things are, no nulls."""
+    return {key: value for key, value in to_flat_dict(redacted(cfg)).items()
+            if value is not None and not is_location_key(key)}
+
+
+def seed_group(cfg: DictConfig) -> str:
+    """Runs with the same config except `trainer.seed` share this id (MLflow UI: group by tag)."""
+    kept = {key: value for key, value in compared_params(cfg).items() if key != "trainer.seed"}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def default_run_name(cfg: DictConfig, overrides: list[str]) -> str:
+    """The model and the overrides that differ from its defaults: 'cnn_lstm dropout=0.2', 'hier_lstm metadata=true'
+    (the last part of each key; where-things-are keys, presets and the model override left out)."""
+    parts = [str(cfg.model.name)]
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if key in UNNAMED_OVERRIDES or key.startswith("hydra") or is_location_key(key) or key.endswith("path"):
+            continue  # files are where the data are (the dataset.* params say which), too long for a name
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return re.sub(r"['\"\\]", "", " ".join(parts))[:250]  # quotes would need escaping in MLflow's search filters
+
+
+def unique_run_name(experiment_id: str, name: str) -> str:
+    """`name`, or `name (2)`, `name (3)`, ... where the experiment already has runs of that name."""
+    taken = {run.info.run_name for run in MlflowClient().search_runs(
+        [experiment_id], f"attributes.run_name LIKE '{name}%'", max_results=10000)}
+    number = 1
+    while (candidate := name if number == 1 else f"{name} ({number})") in taken:
+        number += 1
+    return candidate
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    """Tags of one training run: its seed group, its overrides, and its parent when in a sweep."""
+    tags = {"seed_group": seed_group(cfg)}
+    overrides = [o for o in job_overrides() if not is_location_key(o.partition("=")[0].lstrip("+~"))]
+    if overrides:
+        tags["overrides"] = " ".join(overrides)
+    job = current_job()
+    if job is not None:
+        tags.update({"mlflow.parentRunId": job.parent_run_id, "sweep": job.name, "sweep.role": "child",
+                     "sweep.job": str(job.job)})
+    return tags
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -52,7 +103,7 @@ def configure(cfg: DictConfig) -> str:
               file=sys.stderr, flush=True)
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    job = sweep.current_job()
+    job = current_job()
     if job is not None:  # a sweep's job: its run joins the parent's experiment, whatever the job's config says
         return job.experiment_id
     name = experiment_name(cfg)
@@ -117,8 +168,9 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
         nested = mlflow.active_run() is not None
         if resume_run_id:
             run = mlflow.start_run(run_id=resume_run_id, nested=nested)
-        else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name, nested=nested)
+        else:  # always named here: MLflow would draw a name from the seeded generator (the same one every run)
+            name = cfg.tracking.run_name or unique_run_name(experiment_id, default_run_name(cfg, job_overrides()))
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested)
         try:
             mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, "git_commit": git_commit(),
                              "seqlab_version": seqlab.__version__, **tags})
@@ -127,8 +179,7 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
                     MlflowClient().delete_tag(resume_run_id, "error")
             else:
                 log_config(cfg)
-                mlflow.set_tags(sweep.run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
-                mlflow.log_params(sweep.run_params())
+                mlflow.set_tags(run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
             yield run
             raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:
@@ -207,25 +258,9 @@ def interrupts_deferred():
 
 
 def log_config(cfg: DictConfig) -> None:
-    safe = redacted(cfg)
-    params = {key: _param_text(value) for key, value in to_flat_dict(safe).items()}
-    mlflow.log_params(params)
-    mlflow.log_text(OmegaConf.to_yaml(safe), "config.yaml")
-
-
-def redacted(cfg: DictConfig) -> DictConfig:
-    """The resolved config with secret-looking keys and URI credentials replaced, as MLflow may show it."""
-
-    def clean(key, value):
-        if isinstance(value, dict):
-            return {k: clean(k, v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(key, v) for v in value]
-        if value is not None and not isinstance(value, bool) and SECRET_KEY.search(str(key)):
-            return REDACTED
-        return redact_uri(value) if isinstance(value, str) else value
-
-    return OmegaConf.create(clean("", OmegaConf.to_container(cfg, resolve=True)))
+    """The params (what the run used, seqlab.tracking.compared_params) and the whole resolved config.yaml."""
+    mlflow.log_params({key: _param_text(value) for key, value in compared_params(cfg).items()})
+    mlflow.log_text(OmegaConf.to_yaml(redacted(cfg)), "config.yaml")
 
 
 # --- trainer.resume ---------------------------------------------------------------------------------------
@@ -273,7 +308,7 @@ def resumed_config(cfg: DictConfig, run) -> DictConfig:
         raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run without config.yaml: it was not "
                           "started by 'seqlab train' and cannot be resumed.") from None
     try:
-        stored = OmegaConf.merge(OmegaConf.structured(SeqlabConfig), OmegaConf.create(text))
+        stored = structured(OmegaConf.to_container(OmegaConf.create(text)))
     except Exception as error:  # OmegaConf's errors for keys or types that this version does not know
         raise ConfigError(f"Run {run_id}'s config.yaml does not fit this seqlab version's config schema "
                           f"({str(error).splitlines()[0]}); resume it with the version that started it "

@@ -74,11 +74,11 @@ def setup_runtime(trainer_cfg, model_name: str) -> str:
 def set_intra_op_threads(trainer_cfg, model_name: str, device: str) -> None:
     """One thread per op by default for recurrent models on CPU: a training step of the tutorial LSTM is a loop of
     hundreds of small ops, which two threads split at a loss (README, "Speed": 1.3-1.5x faster with one)."""
-    from seqlab.models import NON_RECURRENT_MODELS
+    from seqlab.models import model_info
 
     wanted = trainer_cfg.intra_op_threads
     if wanted is None:
-        wanted = 1 if device == "cpu" and model_name not in NON_RECURRENT_MODELS else 0
+        wanted = 1 if device == "cpu" and model_info(model_name).recurrent else 0
     current = tf.config.threading.get_intra_op_parallelism_threads()
     if wanted != current:
         try:
@@ -162,7 +162,8 @@ def train(cfg: DictConfig) -> float:
         cfg = tracking.resumed_config(cfg, resumed)
         validate(cfg)
     device = setup_runtime(cfg.trainer, cfg.model.name)  # first: the GPU can be hidden only before TensorFlow starts
-    cfg = pipeline.resolve_bucketing(cfg)  # null -> true/false, and post padding when on: logged as run
+    job = tracking.current_job()  # a sweep across models batches them alike (seqlab.sweep.like_for_like)
+    cfg = pipeline.resolve_bucketing(cfg, default=job.bucketing if job else None)  # null -> what runs, logged
     # the logged params say what ran, not "null"
     cfg.trainer.deterministic = bool(cfg.trainer.deterministic if cfg.trainer.deterministic is not None
                                      else device == "cpu")
@@ -212,6 +213,7 @@ def train(cfg: DictConfig) -> float:
               f"at {tracking.redact_uri(cfg.tracking.uri)}", flush=True)
         mlflow.log_metric("prepare_seconds", prepare_seconds)
         model = build_model(cfg.model, spec)
+        mlflow.log_params(derived_params(model, preprocessor, boundaries))
         mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
         model.compile(optimizer=make_optimizer(cfg.trainer), loss=loss_for(data.num_classes), metrics=["accuracy"],
                       jit_compile=cfg.trainer.jit_compile)
@@ -332,6 +334,19 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
                            metadata={"class_names": list(data.class_names), "dataset": data.name,
                                      "metadata_columns": list(metadata.names) if metadata else [],
                                      "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
+
+
+def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:
+    """What makes runs comparable beyond their keys: the network's size and what it actually reads."""
+    shape = preprocessor.sequence_shape
+    if boundaries:
+        batching = f"length buckets ({len(boundaries)}), post padding, masked"
+    else:
+        batching = f"padded to {' x '.join(map(str, shape))} ({preprocessor.cfg.padding})"
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    return {"derived.trainable_params": str(trainable),
+            "derived.input_length": " x ".join(map(str, shape)) + (" (units x words)" if len(shape) > 1 else " words"),
+            "derived.vocabulary": str(preprocessor.vocabulary_size), "derived.batching": batching}
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float], history: dict[str, list[float]]) -> float:

@@ -231,7 +231,7 @@ def resolve_columns(frame: pd.DataFrame, d, path: Path, quiet: bool = False) -> 
         name = DEFAULT_COLUMNS[key]
         return name if name in present else None
 
-    text, messages, thread_id = d.text_column, d.messages_column, d.thread_id_column
+    text, messages, thread_id = d.get("text_column"), d.get("messages_column"), d.get("thread_id_column")  # not every source has each
     if messages:
         layout = "messages"
     elif thread_id:
@@ -262,10 +262,10 @@ def resolve_columns(frame: pd.DataFrame, d, path: Path, quiet: bool = False) -> 
         if name is not None and name == label:
             raise ConfigError(f"The label column {label!r} is also the text column; set dataset.label_column and "
                               "dataset.text_column (or messages_column) to different columns.")
-    speaker = d.speaker_column or (detected("speaker") if layout == "per_message" else None)
+    speaker = d.get("speaker_column") or (detected("speaker") if layout == "per_message" else None)
     columns = Columns(layout, text, messages, thread_id, speaker, label, metadata)
     columns.check(frame, path)
-    if not quiet and not all([d.label_column, d.text_column or d.messages_column or d.thread_id_column]):
+    if not quiet and not all([d.label_column, text or messages or thread_id]):
         used = {"text": f"texts from column {text!r}", "messages": f"threads from the message lists in {messages!r}",
                 "per_message": f"threads grouped by {thread_id!r}, one message per row from {text!r}"}[layout]
         print(f"seqlab: '{path.name}': {used}, labels from {label!r}"

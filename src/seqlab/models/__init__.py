@@ -1,60 +1,77 @@
-"""Model registry: `model.name` -> builder. Each family lives in its own module and registers itself.
+"""Model registry: `model.name` -> the model's config dataclass, its builder and its traits.
 
-A builder takes the `model` config and an `InputSpec` and returns an uncompiled Functional model whose
-input is word ids (named `tokens`, plus `metadata` where asked) and whose output is class probabilities.
+A model registers itself where it is built (Ludwig's pattern), so adding one touches two places: its builder
+with `@register(...)` in a module imported below, and `conf/model/<name>.yaml`. This package and the family
+modules import no Keras at import time (builders import it), so config errors are reported in a second.
+
+A builder takes the `model` config and an `InputSpec` and returns an uncompiled Functional model whose input is
+word ids (named `tokens`, plus `metadata` where asked) and whose output is class probabilities.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
-import keras
-
-MODEL_BUILDERS: dict[str, Callable] = {}
-# Models that read units x words (preprocess=hierarchical, which their conf/model/*.yaml select).
-HIERARCHICAL_MODELS: set[str] = set()
-# Models without recurrent layers (every other one runs an LSTM or GRU somewhere).
-NON_RECURRENT_MODELS = {"fasttext_bigram"}
+from omegaconf import MISSING
 
 
-def register(name: str, hierarchical: bool = False):
-    def decorator(builder):
-        MODEL_BUILDERS[name] = builder
-        if hierarchical:
-            HIERARCHICAL_MODELS.add(name)
-        return builder
+@dataclass
+class ModelConfig:
+    """The keys every model has; each model's config adds its own (recurrent.RecurrentConfig, ...)."""
+
+    name: str = MISSING
+    metadata: bool = False  # a second input with the dataset's numeric metadata, next to the text features
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    config: type  # a ModelConfig subclass: exactly the keys this model reads
+    build: Callable
+    recurrent: bool  # runs LSTM/GRU steps (one thread per op on CPU, seqlab.train.set_intra_op_threads)
+    hierarchical: bool  # reads units x words (preprocess=hierarchical, which its YAML selects)
+    bucketed: bool  # trainer.bucketing=null turns length buckets on (measured to keep accuracy, or masks anyway)
+    masks_padding: bool  # ignores padding whichever end it is on (pre or post padding give the same model)
+
+
+MODELS: dict[str, ModelInfo] = {}
+
+
+def register(name: str, config: type, *, recurrent: bool = True, hierarchical: bool = False, bucketed: bool = False,
+             masks_padding: bool = False):
+    """Register a builder under `name` with its config class and traits; the config's schema joins Hydra's."""
+    if not issubclass(config, ModelConfig):
+        raise TypeError(f"model {name!r}: its config {config.__name__} must subclass seqlab.models.ModelConfig")
+
+    def decorator(build: Callable) -> Callable:
+        MODELS[name] = ModelInfo(name, config, build, recurrent=recurrent, hierarchical=hierarchical,
+                                 bucketed=bucketed, masks_padding=masks_padding)
+        return build
 
     return decorator
 
 
-def classifier_head(features, num_classes: int):
-    """Sigmoid unit for two classes, softmax above; float32 so mixed precision keeps a stable loss."""
-    if num_classes == 2:
-        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(features)
-    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
+def model_info(name: str) -> ModelInfo:
+    from seqlab.errors import ConfigError
+
+    if name not in MODELS:
+        raise ConfigError(f"Config key 'model.name' is {name!r}; registered models are {', '.join(sorted(MODELS))}.")
+    return MODELS[name]
+
+
+def build_model(model_cfg, spec):
+    from seqlab.models.layers import with_metadata
+
+    model = model_info(model_cfg.name).build(model_cfg, spec)
+    return with_metadata(model, spec) if spec.metadata_dim else model
 
 
 def loss_for(num_classes: int) -> str:
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
 
 
-def build_model(model_cfg, spec) -> keras.Model:
-    model = MODEL_BUILDERS[model_cfg.name](model_cfg, spec)
-    return with_metadata(model, spec) if spec.metadata_dim else model
-
-
-def with_metadata(model: keras.Model, spec) -> keras.Model:
-    """`model.metadata=true` for any builder: a second input `metadata` (imputed, scaled numbers) concatenated
-    with the features that the builder's classifier head reads, and a new head on both."""
-    head = model.outputs[0]._keras_history.operation  # every builder ends in classifier_head
-    metadata = keras.Input(shape=(spec.metadata_dim,), dtype="float32", name="metadata")
-    features = keras.layers.Concatenate(name="text_and_metadata")([head.input, metadata])
-    return keras.Model({"tokens": model.inputs[0], "metadata": metadata}, classifier_head(features, spec.num_classes),
-                       name=model.name)
-
-
-# Importing the family modules fills the registry.
+# Importing the family modules fills the registry (none of them imports Keras at import time).
 from seqlab.models import recurrent  # noqa: E402,F401
 from seqlab.models import attention, convolutional, fasttext  # noqa: E402,F401
 from seqlab.models import hierarchical  # noqa: E402,F401
-from seqlab import optimizers  # noqa: E402,F401  a model compiled with lazy_adam names it in its saved file

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from dataclasses import dataclass
 
-from seqlab.models import classifier_head, register
-from seqlab.models.recurrent import embed, padding_mask, token_input
+from seqlab.models import register
+from seqlab.models.recurrent import RecurrentConfig
 
 
-@register("attention_bilstm")
-def build_attention_bilstm(cfg, spec) -> keras.Model:
+@dataclass
+class AttentionConfig(RecurrentConfig):
+    embedding_dim: int = 128
+    units: int = 64
+    attention_units: int = 64  # the hidden layer that scores each word
+
+
+@register("attention_bilstm", AttentionConfig, bucketed=True, masks_padding=True)
+def build_attention_bilstm(cfg, spec):
     """Embedding -> Bidirectional(LSTM, every step) -> additive attention pooling -> Dense.
 
     Scores are v . tanh(W h_t + b) (Bahdanau-style, one learned query), softmaxed over the words only:
     padding is masked whichever end it is on, so it gets zero weight.
     """
+    from seqlab.models.layers import classifier_head, embed, keras, layers, ops, padding_mask, token_input
+
     tokens = token_input(spec)
     x = embed(tokens, cfg, spec, mask_zero=True)
     for index in range(cfg.layers):

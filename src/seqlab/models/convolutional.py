@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from dataclasses import dataclass
 
-from seqlab.models import classifier_head, register
-from seqlab.models.recurrent import embed, padding_mask, recurrent_stack, token_input
+from seqlab.models import register
+from seqlab.models.recurrent import RecurrentConfig
 
 
-@register("cnn_lstm")
-def build_cnn_lstm(cfg, spec) -> keras.Model:
+@dataclass
+class ConvRecurrentConfig(RecurrentConfig):
+    filters: int = 32
+    kernel_size: int = 3
+    pool_size: int = 2  # the sequence is this many times shorter before the LSTM
+
+
+@register("cnn_lstm", ConvRecurrentConfig)
+def build_cnn_lstm(cfg, spec):
     """Embedding -> Conv1D(32, 3, same, relu) -> MaxPooling1D(2) -> LSTM(100) -> Dense.
 
     Conv1D and MaxPooling1D drop Keras masks, so with post padding the mask is carried by hand: padding
     vectors are zeroed before and after the convolution (zeros are what 'same' padding sees at a
     sequence's end, and never win a max over ReLU outputs), and the mask is max-pooled like the features.
     """
+    from seqlab.models.layers import classifier_head, embed, keras, layers, ops, padding_mask, recurrent_stack, \
+        token_input
+
     tokens = token_input(spec)
     x = embed(tokens, cfg, spec, mask_zero=False)
     convolution = layers.Conv1D(cfg.filters, cfg.kernel_size, padding="same", activation="relu", name="conv1d")
@@ -31,4 +40,3 @@ def build_cnn_lstm(cfg, spec) -> keras.Model:
         x = convolution(x)
     x = recurrent_stack(pooling(x), cfg, mask=mask)
     return keras.Model(tokens, classifier_head(x, spec.num_classes), name=cfg.name)
-

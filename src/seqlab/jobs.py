@@ -1,0 +1,36 @@
+"""What a sweep tells each of its jobs, through environment variables (seqlab.sweep sets them, seqlab.tracking
+reads them). Light on purpose: Hydra runs the sweep callback, which imports this, before every job starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from seqlab.redaction import safe_overrides
+
+SWEEP_ENV = "SEQLAB_SWEEP"  # JSON of SweepJob, set by seqlab.sweep while a sweep's job runs
+OVERRIDES_ENV = "SEQLAB_OVERRIDES"  # JSON list of the job's command-line overrides, set while any job runs
+
+
+@dataclass
+class SweepJob:
+    name: str
+    parent_run_id: str
+    experiment_id: str
+    job: int
+    bucketing: bool | None = None  # trainer.bucketing=null in this sweep (one batching for all its models)
+
+
+def current_job() -> SweepJob | None:
+    """The sweep job this process is running, as seqlab.sweep's callback announced it; None outside sweeps."""
+    value = os.environ.get(SWEEP_ENV)
+    return SweepJob(**json.loads(value)) if value else None
+
+
+def job_overrides() -> list[str]:
+    value = os.environ.get(OVERRIDES_ENV)
+    return safe_overrides(json.loads(value)) if value else []
+
+

@@ -1,0 +1,149 @@
+"""The Keras parts that builders share, and seqlab's own layers (registered for loading saved models).
+
+Kept apart from the registry and the config dataclasses so that those load without Keras (seconds): builders
+import from here when they run.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from seqlab import optimizers  # noqa: F401  a model compiled with lazy_adam names it in its saved file
+from seqlab.errors import ConfigError
+
+__all__ = ["keras", "layers", "ops", "tf"]
+
+
+def classifier_head(features, num_classes: int):
+    """Sigmoid unit for two classes, softmax above; float32 so mixed precision keeps a stable loss."""
+    if num_classes == 2:
+        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(features)
+    return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(features)
+
+
+def with_metadata(model: keras.Model, spec) -> keras.Model:
+    """`model.metadata=true` for any builder: a second input `metadata` (imputed, scaled numbers) concatenated
+    with the features that the builder's classifier head reads, and a new head on both."""
+    head = model.outputs[0]._keras_history.operation  # every builder ends in classifier_head
+    metadata = keras.Input(shape=(spec.metadata_dim,), dtype="float32", name="metadata")
+    features = keras.layers.Concatenate(name="text_and_metadata")([head.input, metadata])
+    return keras.Model({"tokens": model.inputs[0], "metadata": metadata}, classifier_head(features, spec.num_classes),
+                       name=model.name)
+
+
+# --- one sequence of words ----------------------------------------------------------------------------
+
+def token_input(spec) -> keras.KerasTensor:
+    if spec.hierarchical:
+        raise ConfigError(f"This model reads one sequence of words per example, but the preprocessing gives "
+                          f"{spec.sequence_shape} (units x words). Use preprocess=words, or a hier_* model.")
+    return keras.Input(shape=spec.sequence_shape, dtype="int32", name="tokens")
+
+
+def padding_mask(tokens) -> keras.KerasTensor:
+    """True at words, False at padding (id 0), for layers that take an explicit mask."""
+    return ops.not_equal(tokens, 0)
+
+
+def embed(tokens, cfg, spec, mask_zero: bool | None = None):
+    """Embedding, masked when the input is post-padded (a recurrent layer then skips the padding).
+
+    `model.embedding_dropout` drops whole word vectors (one rate per position, all features at once),
+    the intent of Keras 1's `Embedding(dropout=)`, which dropped word types per batch.
+    """
+    mask_zero = spec.mask_zero if mask_zero is None else mask_zero
+    x = layers.Embedding(spec.vocab_size, cfg.embedding_dim, mask_zero=mask_zero, name="embedding")(tokens)
+    if cfg.embedding_dropout > 0:
+        x = layers.Dropout(cfg.embedding_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
+    return x
+
+
+def recurrent_stack(x, cfg, cell=layers.LSTM, prefix: str = "lstm", mask=None):
+    """`model.layers` recurrent layers; all but the last return the whole sequence for the next one.
+
+    `mask` is given where the Keras mask was lost on the way (later layers inherit it from the first).
+    """
+    for index in range(cfg.layers):
+        last = index == cfg.layers - 1
+        name = prefix if cfg.layers == 1 else f"{prefix}_{index + 1}"
+        recurrent = cell(cfg.units, dropout=cfg.dropout, recurrent_dropout=cfg.recurrent_dropout,
+                         return_sequences=not last, name=name)
+        x = recurrent(x, mask=mask) if index == 0 and mask is not None else recurrent(x)
+    return x
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class RowGatherEmbedding(layers.Embedding):
+    """Keras' Embedding, reading only the rows it needs (fasttext_bigram's 1M-row table).
+
+    Keras' own lookup first converts the whole table to a tensor, a copy of all 1M x 50 weights per step once
+    the optimizer writes rows in place; a gather on the variable itself (TensorFlow's ResourceGather) reads
+    the batch's rows only, and its gradient stays sparse, so `trainer.optimizer=lazy_adam` (or sgd) updates
+    only those rows.
+    """
+
+    def call(self, inputs):
+        ids = tf.cast(inputs, "int32") if inputs.dtype not in ("int32", "int64") else inputs
+        return ops.cast(tf.nn.embedding_lookup(self.embeddings.value, ids), self.compute_dtype)
+
+
+# --- units x words (seqlab.models.hierarchical) ---------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class MessageEncoder(layers.Layer):
+    """(batch, units, words) word ids -> (batch, units, 2 * units_per_direction) message vectors.
+
+    The (batch x units) messages are flattened, the empty ones left out, the rest embedded (padding masked)
+    and read by a bidirectional LSTM; empty slots get zero vectors. No row the LSTM sees is fully masked.
+    """
+
+    def __init__(self, vocab_size, embedding_dim, units, dropout=0.0, recurrent_dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.embedding_dim, self.units = int(vocab_size), int(embedding_dim), int(units)
+        self.dropout, self.recurrent_dropout = float(dropout), float(recurrent_dropout)
+        self.embedding = layers.Embedding(self.vocab_size, self.embedding_dim, mask_zero=True, name="word_embedding")
+        self.encoder = layers.Bidirectional(
+            layers.LSTM(self.units, dropout=self.dropout, recurrent_dropout=self.recurrent_dropout),
+            name="message_bilstm")
+
+    def build(self, input_shape):
+        words = input_shape[-1]
+        self.embedding.build((None, words))
+        self.encoder.build((None, words, self.embedding_dim))
+        self.built = True
+
+    def call(self, tokens, training=None):
+        shape = tf.shape(tokens)
+        messages = tf.reshape(tokens, [-1, shape[-1]])  # (batch * units, words)
+        present = tf.reduce_any(messages != 0, axis=-1)
+        kept = tf.boolean_mask(messages, present)
+        encoded = self.encoder(self.embedding(kept), training=training)  # the Embedding's mask travels along
+        # Back to every slot: row i of `encoded` is the i-th present message; empty slots take row 0, zeros.
+        encoded = tf.concat([tf.zeros([1, 2 * self.units], encoded.dtype), encoded], axis=0)
+        position = tf.cumsum(tf.cast(present, tf.int32)) * tf.cast(present, tf.int32)
+        slots = tf.gather(encoded, position)
+        return tf.reshape(slots, [shape[0], shape[1], 2 * self.units])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], 2 * self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
+                "units": self.units, "dropout": self.dropout, "recurrent_dropout": self.recurrent_dropout}
+
+
+def thread_input(spec) -> keras.KerasTensor:
+    if not spec.hierarchical:
+        raise ConfigError(f"Hierarchical models read units x words per example, but the preprocessing gives "
+                          f"{spec.sequence_shape}. Use preprocess=hierarchical (model=hier_* selects it).")
+    return keras.Input(shape=spec.sequence_shape, dtype="int32", name="tokens")
+
+
+def slot_mask(tokens) -> keras.KerasTensor:
+    """True at slots holding a message. The first slot always counts, so that no thread is fully masked
+    (an empty text then reads as one empty message, a zero vector)."""
+    present = ops.any(ops.not_equal(tokens, 0), axis=-1)
+    first = ops.expand_dims(ops.arange(ops.shape(tokens)[1]) == 0, axis=0)
+    return ops.logical_or(present, first)
