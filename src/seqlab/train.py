@@ -175,12 +175,17 @@ def train(cfg: DictConfig) -> float:
 
         outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
         metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names)
-        mlflow.log_metrics(metrics)
-        mlflow.log_text(report, "classification_report.txt")
         curves = learning_curves_figure(history)
-        mlflow.log_figure(confusion, "confusion_matrix.png")
-        mlflow.log_figure(curves, "learning_curves.png")
-        close_figures(confusion, curves)
+        try:
+            with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
+                mlflow.log_metrics(metrics)
+            with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
+                mlflow.log_text(report, "classification_report.txt")
+            for figure, name in ((confusion, "confusion_matrix.png"), (curves, "learning_curves.png")):
+                with named_failure(f"record {name} in MLflow run {run.info.run_id}"):
+                    mlflow.log_figure(figure, name)
+        finally:
+            close_figures(confusion, curves)  # a failed job of a sweep leaves no figure behind either
         print(f"seqlab: test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()), flush=True)
         print(report, flush=True)
         if cfg.tracking.log_model:
@@ -285,10 +290,11 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
     # use_unbounded_threadpool" line when op determinism and one thread per op are on (harmless but alarming).
     outputs = keras.ops.convert_to_numpy(end_to_end(as_objects, training=False))
     signature = mlflow.models.infer_signature(sample, outputs)
-    mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
-                           metadata={"class_names": list(data.class_names), "dataset": data.name,
-                                     "metadata_columns": list(metadata.names) if metadata else [],
-                                     "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
+    with named_failure("record the model (artifact 'model') in the MLflow run"):
+        mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
+                               metadata={"class_names": list(data.class_names), "dataset": data.name,
+                                         "metadata_columns": list(metadata.names) if metadata else [],
+                                         "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float], history: dict[str, list[float]]) -> float:
