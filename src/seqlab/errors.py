@@ -23,3 +23,10 @@ class DataError(SeqlabError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a run, raised like Ctrl-C's KeyboardInterrupt so that the run ends KILLED, not RUNNING."""
+
+
+class RecordingError(SeqlabError):
+    """Part of a run's record (an epoch's metrics, its checkpoint, an artifact) could not be written to MLflow or
+    read back from it; the run ends FAILED rather than FINISHED with a hole in its record."""
+
+    exit_code = 4

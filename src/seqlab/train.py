@@ -21,6 +21,7 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 from seqlab import pipeline, tracking
+from seqlab.callbacks import EpochLogger, named_failure
 from seqlab.config import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
@@ -100,51 +101,6 @@ def make_optimizer(trainer_cfg) -> keras.optimizers.Optimizer:
     return keras.optimizers.get({"class_name": trainer_cfg.optimizer, "config": options})
 
 
-class EpochLogger(mlflow.keras.MlflowCallback):
-    """MLflow's Keras callback (optimizer params, model summary, per-epoch metrics) plus epoch_seconds, and
-    with `backup_dir` Keras' BackupAndRestore, its backup copied into the run after every epoch.
-
-    An epoch's metrics and its checkpoint are written as one step that Ctrl-C cannot split, so a resumed run
-    neither repeats nor skips an epoch in its metrics.
-    """
-
-    def __init__(self, backup_dir: Path | None = None):
-        super().__init__()
-        self.backup = keras.callbacks.BackupAndRestore(str(backup_dir)) if backup_dir else None
-
-    def set_model(self, model):
-        super().set_model(model)
-        if self.backup:
-            self.backup.set_model(model)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if self.backup:
-            self.backup.on_train_begin(logs)  # restores weights, optimizer state and the epoch to start at
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_started = time.perf_counter()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        tracking.raise_if_interrupted()  # TensorFlow may have swallowed Ctrl-C (see tracking.interrupts_raised)
-
-    def on_test_batch_begin(self, batch, logs=None):
-        tracking.raise_if_interrupted()
-
-    def on_epoch_end(self, epoch, logs=None):
-        tracking.raise_if_interrupted()  # before this epoch's metrics: an interrupted epoch is not logged
-        metrics = {key: float(value) for key, value in (logs or {}).items()}
-        metrics["epoch_seconds"] = time.perf_counter() - self._epoch_started
-        with tracking.interrupts_deferred():
-            mlflow.log_metrics(metrics, step=epoch)
-            if self.backup:
-                self.backup.on_epoch_end(epoch, logs)
-                mlflow.log_artifacts(self.backup.backup_dir, tracking.CHECKPOINT_PATH)
-
-    def on_test_end(self, logs=None):
-        pass  # validation metrics already arrive as val_* at epoch end
-
-
 def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -221,12 +177,17 @@ def train(cfg: DictConfig) -> float:
 
         outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
         metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names)
-        mlflow.log_metrics(metrics)
-        mlflow.log_text(report, "classification_report.txt")
         curves = learning_curves_figure(history)
-        mlflow.log_figure(confusion, "confusion_matrix.png")
-        mlflow.log_figure(curves, "learning_curves.png")
-        close_figures(confusion, curves)
+        try:
+            with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
+                mlflow.log_metrics(metrics)
+            with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
+                mlflow.log_text(report, "classification_report.txt")
+            for figure, name in ((confusion, "confusion_matrix.png"), (curves, "learning_curves.png")):
+                with named_failure(f"record {name} in MLflow run {run.info.run_id}"):
+                    mlflow.log_figure(figure, name)
+        finally:
+            close_figures(confusion, curves)  # a failed job of a sweep leaves no figure behind either
         print(f"seqlab: test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()), flush=True)
         print(report, flush=True)
         if cfg.tracking.log_model:
@@ -248,13 +209,14 @@ def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
             print(f"seqlab: resuming run {run_id} after epoch {initial_epoch} of {cfg.trainer.epochs}", flush=True)
             mlflow.set_tag("resumed_after_epoch", initial_epoch)
         started = time.perf_counter()
-        history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(backup_dir)])
+        history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(run_id, backup_dir)])
         seconds = time.perf_counter() - started
     if initial_epoch:
         earlier = tracking.metric_history(run_id, ["epoch_seconds"]).get("epoch_seconds", [])[:initial_epoch]
         seconds += sum(earlier)
         history = tracking.metric_history(run_id, {"loss", "accuracy", "val_loss", "val_accuracy", *history})
-    mlflow.log_metrics({"train_seconds": seconds, "epochs": len(history.get("loss", []))})
+    with named_failure(f"record train_seconds and epochs in MLflow run {run_id}"):
+        mlflow.log_metrics({"train_seconds": seconds, "epochs": len(history.get("loss", []))})
     return history
 
 
@@ -330,10 +292,11 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
     # use_unbounded_threadpool" line when op determinism and one thread per op are on (harmless but alarming).
     outputs = keras.ops.convert_to_numpy(end_to_end(as_objects, training=False))
     signature = mlflow.models.infer_signature(sample, outputs)
-    mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
-                           metadata={"class_names": list(data.class_names), "dataset": data.name,
-                                     "metadata_columns": list(metadata.names) if metadata else [],
-                                     "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
+    with named_failure("record the model (artifact 'model') in the MLflow run"):
+        mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
+                               metadata={"class_names": list(data.class_names), "dataset": data.name,
+                                         "metadata_columns": list(metadata.names) if metadata else [],
+                                         "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
 
 
 def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:

@@ -1,0 +1,92 @@
+"""`EpochLogger`: the Keras callback that records each epoch of a run in MLflow and checkpoints it.
+
+Written on `keras.callbacks.Callback`, not on `mlflow.keras.MlflowCallback`: that one's metaclass turns any
+exception of any of its methods (subclasses' too) into a warning, so a failed metric write or checkpoint upload
+let training go on and the run end FINISHED with a hole in its record. Here a failure raises a RecordingError
+naming what failed, and `tracking.tracked_run` ends the run FAILED with that message as its `error` tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import keras
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from seqlab import tracking
+from seqlab.errors import RecordingError
+
+SUMMARY_FILE = "model_summary.txt"
+
+
+@contextlib.contextmanager
+def named_failure(action: str, hint: str = ""):
+    """Any exception in the block becomes a RecordingError "Could not `action`: <type>: <message>. `hint`"."""
+    try:
+        yield
+    except Exception as error:  # whatever the store or the file system raises; Ctrl-C passes through
+        raise RecordingError(f"Could not {action}: {type(error).__name__}: {error}"
+                             + (f". {hint}" if hint else "")) from error
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Records the model summary and every epoch's metrics (loss, accuracy, val_* and epoch_seconds, at step =
+    epoch index) in run `run_id`; with `backup_dir`, Keras' BackupAndRestore too, its backup copied into the run
+    after every epoch.
+
+    It writes with an MlflowClient and the run's id rather than MLflow's fluent calls: the callback records the
+    run it was made for, whichever run is active when Keras calls it. An epoch's metrics and its checkpoint are
+    written as one step that Ctrl-C cannot split, so a resumed run neither repeats nor skips an epoch.
+    """
+
+    def __init__(self, run_id: str, backup_dir: Path | None = None):
+        super().__init__()
+        self.run_id = run_id
+        self.client = MlflowClient()
+        self.backup = keras.callbacks.BackupAndRestore(str(backup_dir)) if backup_dir else None
+        self.epoch_started = 0.0
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.backup:
+            self.backup.set_model(model)
+
+    def on_train_begin(self, logs=None):
+        if self.backup:  # restores weights, optimizer state and the epoch to start at (none on a new run)
+            with named_failure(f"restore the checkpoint of run {self.run_id}",
+                               "Its checkpoint/ artifacts may be damaged; start a new run instead."):
+                self.backup.on_train_begin(logs)
+        lines = []
+        self.model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line))
+        with named_failure(f"record {SUMMARY_FILE} in MLflow run {self.run_id}"):
+            self.client.log_text(self.run_id, "\n".join(lines), SUMMARY_FILE)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        tracking.raise_if_interrupted()  # TensorFlow may have swallowed Ctrl-C (see tracking.interrupts_raised)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        tracking.raise_if_interrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        tracking.raise_if_interrupted()  # before this epoch's metrics: an interrupted epoch is not logged
+        values = {key: float(value) for key, value in (logs or {}).items()}
+        values["epoch_seconds"] = time.perf_counter() - self.epoch_started
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, epoch) for key, value in values.items()]
+        number = epoch + 1  # as Keras prints it: "Epoch 3/5"
+        resume = (f"The run is marked FAILED; trainer.resume={self.run_id} continues it from its last uploaded "
+                  "checkpoint once the cause is fixed." if self.backup else "")
+        with tracking.interrupts_deferred():
+            with named_failure(f"record epoch {number}'s metrics in MLflow run {self.run_id}", resume):
+                self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+            if self.backup:
+                with named_failure(f"save the epoch {number} checkpoint in {self.backup.backup_dir}", resume):
+                    self.backup.on_epoch_end(epoch, logs)
+                with named_failure(f"upload the epoch {number} checkpoint to MLflow run {self.run_id}", resume):
+                    self.client.log_artifacts(self.run_id, self.backup.backup_dir, tracking.CHECKPOINT_PATH)
