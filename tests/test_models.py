@@ -275,7 +275,7 @@ def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
 
 
 def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
-    """seqlab predict imports seqlab.models only; the saved inner network names its optimizer, LazyAdam."""
+    """seqlab predict imports seqlab.models.layers only; the saved inner network names its optimizer, LazyAdam."""
     import subprocess
     import sys
 
@@ -287,7 +287,7 @@ def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
     model.train_on_batch(preprocessor.encode(TEXTS), np.arange(len(TEXTS)) % 2)
     text = keras.Input(shape=(), dtype="string", name="text")
     keras.Model(text, model(preprocessor.apply(text))).save(tmp_path / "model.keras")
-    script = ("import keras, seqlab.models, seqlab.preprocess; "
+    script = ("import keras, seqlab.models.layers, seqlab.preprocess; "
               f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True); "
               "print(m.predict(keras.ops.convert_to_tensor(['loved it']), verbose=0).shape)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

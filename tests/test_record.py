@@ -126,7 +126,7 @@ def test_a_model_added_with_a_builder_and_a_config_runs_through_the_model_checks
 
     # its conf/model/toy_mean.yaml, as a ConfigStore node (tests never write into conf/)
     ConfigStore.instance().store(group="model", name="toy_mean", node={
-        "defaults": ["/schema/model/toy_mean@_here_", "_self_"], "name": "toy_mean", "embedding_dim": 6})
+        "defaults": ["/model_toy_mean_schema@_here_", "_self_"], "name": "toy_mean", "embedding_dim": 6})
     try:
         cfg = compose_config(["model=toy_mean"])
         validate(cfg)

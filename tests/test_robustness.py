@@ -96,7 +96,8 @@ def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_conf
     config_text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
     for logged in (str(params), config_text):
         assert "hunter2" not in logged and "tok-123" not in logged and "pw-456" not in logged
-    assert params["tracking.uri"] == "http://<redacted>@tracking.example:5000"
+    assert "tracking.uri" not in params  # where the store is: not a param (config.yaml keeps it, redacted)
+    assert "uri: http://<redacted>@tracking.example:5000" in config_text
     assert params["extra.api_token"] == params["extra.db_password"] == "<redacted>"
     assert params["extra.max_tokens"] == "7" and params["model.name"] == "lstm"  # the rest as it was
 

@@ -108,7 +108,8 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     assert {r.data.params["model.units"] for r in children} == {"4", "6"}
     for run in children:
         assert run.data.tags["sweep"] == "pair"
-        assert f"model.units={run.data.params['model.units']}" in run.data.params["overrides"].split()
+        assert f"model.units={run.data.params['model.units']}" in run.data.tags["overrides"].split()
+        assert run.info.run_name.startswith("lstm ") and f"units={run.data.params['model.units']}" in run.info.run_name
         assert 0 <= run.data.metrics["test_accuracy"] <= 1
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "confusion_matrix.png", "learning_curves.png"} <= names

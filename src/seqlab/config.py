@@ -2,7 +2,7 @@
 
 Each option of the `dataset`, `preprocess` and `model` groups owns exactly its keys: its dataclass (next to the
 code that reads it: `seqlab.data.SOURCES`, `seqlab.models.MODELS`, the preprocessings below) is stored as
-`schema/<group>/<option>` and `conf/<group>/<option>.yaml` starts from it. So an unknown key for that option, or a
+`<group>_<option>_schema` and `conf/<group>/<option>.yaml` starts from it. So an unknown key for that option, or a
 value of the wrong type, stops the run at composition with the option's keys listed, and the logged params are
 exactly the keys the run used. `validate()` then checks ranges and allowed values, naming the key. Nothing here
 imports Keras: a bad config is reported in about a second.
@@ -96,7 +96,7 @@ class TrackingConfig:
 
 @dataclass
 class SeqlabConfig:
-    dataset: Any = MISSING  # the chosen option's schema (schema/dataset/<name>)
+    dataset: Any = MISSING  # the chosen option's schema (dataset_<name>_schema)
     preprocess: Any = MISSING
     model: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -117,13 +117,19 @@ def option_schemas() -> dict[str, dict[str, type]]:
             "model": {name: info.config for name, info in MODELS.items()}}
 
 
+def schema_name(group: str, option: str) -> str:
+    """What `conf/<group>/<option>.yaml` names in its defaults list: a root-level config, so that `--help` does not
+    list the schemas as config groups of their own."""
+    return f"{group}_{option}_schema"
+
+
 def register_configs() -> None:
-    """The root schema as `seqlab_schema` and each option's as `schema/<group>/<option>` (conf/ files use them)."""
+    """The root schema as `seqlab_schema` and each option's as `<group>_<option>_schema` (conf/ files use them)."""
     store = ConfigStore.instance()
     store.store(name="seqlab_schema", node=SeqlabConfig)
     for group, options in option_schemas().items():
         for name, schema in options.items():
-            store.store(group=f"schema/{group}", name=name, node=schema)
+            store.store(name=schema_name(group, name), node=schema)
 
 
 def structured(container: dict) -> DictConfig:

@@ -21,6 +21,7 @@ class SweepJob:
     experiment_id: str
     job: int
     bucketing: bool | None = None  # trainer.bucketing=null in this sweep (one batching for all its models)
+    swept: list[str] | None = None  # the keys the sweep varies: its children are named by these
 
 
 def current_job() -> SweepJob | None:

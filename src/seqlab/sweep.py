@@ -37,20 +37,26 @@ def sweep_name(config: DictConfig) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(folder.parts[-2:]))
 
 
-def swept_models(config: DictConfig) -> list[str]:
-    """The models a sweep runs (its `model=a,b` override or sweeper param); [] where it sweeps no model."""
+def swept(config: DictConfig) -> dict[str, list[str] | None]:
+    """{key: its values} for the keys a sweep varies (`key=a,b` overrides and sweeper params, a preset's too);
+    None where the values are a range or an interval (an Optuna search)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     texts = [*(f"{key}={value}" for key, value in params.items()), *config.hydra.overrides.task]
-    models: list[str] = []
+    keys: dict[str, list[str] | None] = {}
     for override in OverridesParser.create().parse_overrides(texts):
-        if override.key_or_group == "model" and override.is_sweep_override():
+        if override.is_sweep_override():
             try:
-                models = [str(value) for value in override.sweep_string_iterator()]
-            except Exception:  # a range or interval: not a list of models
-                continue
-    return models
+                keys[override.key_or_group] = [str(value) for value in override.sweep_string_iterator()]
+            except Exception:  # a range or interval
+                keys[override.key_or_group] = None
+    return keys
+
+
+def swept_models(config: DictConfig) -> list[str]:
+    """The models a sweep runs (its `model=a,b` override or sweeper param); [] where it sweeps no model."""
+    return swept(config).get("model") or []
 
 
 def like_for_like(config: DictConfig, models: list[str]) -> bool | None:
@@ -160,7 +166,8 @@ class MlflowSweepCallback(Callback):
                 client.set_tag(run_id, key, value)
             print(f"seqlab: sweep {name!r} continues under its MLflow parent run {run_id} at {uri}", flush=True)
         self.sweep = tracking.SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
-                                       bucketing=like_for_like(config, swept_models(config)))
+                                       bucketing=like_for_like(config, swept_models(config)),
+                                       swept=sorted(swept(config)))
         self.tracking_uri = uri
         atexit.register(self._end_interrupted)
 
@@ -174,7 +181,7 @@ class MlflowSweepCallback(Callback):
                 os.environ.setdefault(name, str(threads))
         if self.sweep is not None:
             job = SweepJob(self.sweep.name, self.sweep.parent_run_id, self.sweep.experiment_id,
-                           int(config.hydra.job.num), self.sweep.bucketing)
+                           int(config.hydra.job.num), self.sweep.bucketing, self.sweep.swept)
             os.environ[SWEEP_ENV] = json.dumps(job.__dict__)
         _end_leaked_runs("FAILED")
 

@@ -45,13 +45,16 @@ def seed_group(cfg: DictConfig) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def default_run_name(cfg: DictConfig, overrides: list[str]) -> str:
+def default_run_name(cfg: DictConfig, overrides: list[str], swept: list[str] | None = None) -> str:
     """The model and the overrides that differ from its defaults: 'cnn_lstm dropout=0.2', 'hier_lstm metadata=true'
-    (the last part of each key; where-things-are keys, presets and the model override left out)."""
+    (the last part of each key; where-things-are keys, presets and the model override left out). A sweep's child
+    names only the keys its sweep varies (`swept`): what the rest say is the same for every child."""
     parts = [str(cfg.model.name)]
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
+        if swept is not None and key not in swept:
+            continue
         if key in UNNAMED_OVERRIDES or key.startswith("hydra") or is_location_key(key) or key.endswith("path"):
             continue  # files are where the data are (the dataset.* params say which), too long for a name
         parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
@@ -169,7 +172,9 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
         if resume_run_id:
             run = mlflow.start_run(run_id=resume_run_id, nested=nested)
         else:  # always named here: MLflow would draw a name from the seeded generator (the same one every run)
-            name = cfg.tracking.run_name or unique_run_name(experiment_id, default_run_name(cfg, job_overrides()))
+            job = current_job()
+            name = cfg.tracking.run_name or unique_run_name(
+                experiment_id, default_run_name(cfg, job_overrides(), job.swept if job else None))
             run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested)
         try:
             mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, "git_commit": git_commit(),
