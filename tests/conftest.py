@@ -16,8 +16,7 @@ from seqlab.config import register_configs
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "data"))
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# TensorFlow's and MLflow's environment defaults come from importing seqlab (above), as for every entry.
 
 
 @pytest.fixture(scope="session", autouse=True)
