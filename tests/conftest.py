@@ -19,6 +19,12 @@ REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "dat
 # TensorFlow's and MLflow's environment defaults come from importing seqlab (above), as for every entry.
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_earlier_tests(monkeypatch):
+    """tracking.uri defaults to $MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri also sets: not across tests."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Archives are extracted into a cache of the test session, never beside the data."""
