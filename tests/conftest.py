@@ -17,8 +17,13 @@ from seqlab.models import MODELS
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "data"))
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# TensorFlow's and MLflow's environment defaults come from importing seqlab (above), as for every entry.
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_earlier_tests(monkeypatch):
+    """tracking.uri defaults to $MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri also sets: not across tests."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

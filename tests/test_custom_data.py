@@ -38,7 +38,8 @@ def load(path, *overrides):
                                         *overrides]))
 
 
-def test_jsonl_threads_with_metadata(tmp_path, capsys):
+def test_jsonl_threads_with_metadata(tmp_path, caplog):
+    caplog.set_level("INFO", logger="seqlab")
     data = load(write_jsonl(tmp_path / "threads.jsonl", threads()), "dataset.metadata_columns=[score]")
     assert data.class_names == ["food", "travel"]
     assert len(data.train) + len(data.validation) + len(data.test) == 20 and len(data.test) == 4
@@ -49,7 +50,7 @@ def test_jsonl_threads_with_metadata(tmp_path, capsys):
     assert text == "the hotel is by the beach\nwe took the train\npack your bags"  # messages joined by "\n"
     assert data.metadata_names == ["score"] and data.train.metadata.shape == (len(data.train), 1)
     assert np.isnan(np.concatenate([data.train.metadata, data.validation.metadata, data.test.metadata])).sum() == 4
-    assert "threads from the message lists in 'messages', labels from 'label'" in capsys.readouterr().out
+    assert "threads from the message lists in 'messages', labels from 'label'" in caplog.text
 
 
 def test_one_row_per_message_csv_groups_threads_in_file_order(tmp_path):
@@ -99,7 +100,7 @@ def test_latin1_file_needs_dataset_encoding(tmp_path):
         load(path, "dataset.encoding=klingon")
 
 
-def test_malformed_jsonl_lines_stop_with_the_line_number_or_are_skipped(tmp_path, capsys):
+def test_malformed_jsonl_lines_stop_with_the_line_number_or_are_skipped(tmp_path, caplog):
     path = tmp_path / "bad.jsonl"
     lines = [json.dumps(row) for row in threads()]
     lines[3] = '{"thread_id": "t3", "label": "travel", "messages": ['  # cut off
@@ -109,17 +110,17 @@ def test_malformed_jsonl_lines_stop_with_the_line_number_or_are_skipped(tmp_path
         load(path)
     data = load(path, "dataset.on_bad_lines=skip")
     assert len(data.train) + len(data.validation) + len(data.test) == 18
-    assert "skipped 2 malformed line(s)" in capsys.readouterr().out
+    assert "skipped 2 malformed line(s)" in caplog.text
 
 
-def test_csv_line_with_too_many_fields(tmp_path, capsys):
+def test_csv_line_with_too_many_fields(tmp_path, caplog):
     path = tmp_path / "bad.csv"
     path.write_text("text,label\n" + "".join(f"film {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)) +
                     "one,two,three\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"could not be read as CSV .*line 22"):
         load(path)
     assert len(load(path, "dataset.on_bad_lines=skip").test) == 4
-    assert "skipped 1 CSV line" in capsys.readouterr().out
+    assert "skipped 1 CSV line" in caplog.text
 
 
 def test_threads_without_messages_empty_texts_and_missing_labels(tmp_path):

@@ -50,11 +50,14 @@ def test_bad_config_exits_2_with_one_paragraph_and_starts_nothing(tmp_path, over
     for text in expected:
         assert text in result.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra creates the run's folder
 
 
 def test_cfg_help_and_multirun_still_reach_hydra(tmp_path):
     assert "units: 5" in seqlab("train", "--cfg", "job", "model.units=5", cwd=tmp_path).stdout
-    assert "== Config groups" in seqlab("train", "--help", cwd=tmp_path).stdout
+    help_text = seqlab("train", "--help", cwd=tmp_path).stdout
+    assert "== Config groups" in help_text
+    assert "SPEC.md" not in help_text and "README.md" in help_text  # points only at what ships
     result = seqlab("train", "--multirun", "trainer.epochs=1,-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
                     "dataset.max_train=0", cwd=tmp_path)  # every job has a bad value: each fails before any work
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -186,9 +189,11 @@ def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monke
     """No predictions are printed after a Ctrl-C, even one that TensorFlow dropped while predicting."""
     from seqlab import predict
 
-    train_module.train(tiny_cfg("trainer.epochs=1", "tracking.log_model=true"))
+    cfg = tiny_cfg("trainer.epochs=1", "tracking.log_model=true")
+    train_module.train(cfg)
     client = MlflowClient()
     [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
+    model_and_store = [f"runs:/{run.info.run_id}/model", "--tracking-uri", cfg.tracking.uri]
     real_predict_texts = predict.predict_texts
 
     def predict_texts_with_swallowed_ctrl_c(*args, **kwargs):
@@ -202,10 +207,10 @@ def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monke
     monkeypatch.setattr(predict, "predict_texts", predict_texts_with_swallowed_ctrl_c)
     capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):
-        predict.main([f"runs:/{run.info.run_id}/model", "--text", "a fine film", "--text", "dull"])
+        predict.main([*model_and_store, "--text", "a fine film", "--text", "dull"])
     assert "a fine film" not in capsys.readouterr().out
     monkeypatch.setattr(predict, "predict_texts", real_predict_texts)
-    assert predict.main([f"runs:/{run.info.run_id}/model", "--text", "a fine film"]) == 0  # no stale interrupt
+    assert predict.main([*model_and_store, "--text", "a fine film"]) == 0  # no stale interrupt
 
 
 @pytest.mark.slow

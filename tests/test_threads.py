@@ -47,10 +47,11 @@ def test_persuasion_uses_the_file_split_and_its_numeric_traits(threads_dir):
     assert all("\n" in text for text in data.train.texts[:20])  # messages joined by "\n"
 
 
-def test_dailydialog_holds_validation_out_of_train_because_the_official_one_lacks_topics(threads_dir, capsys):
+def test_dailydialog_holds_validation_out_of_train_because_the_official_one_lacks_topics(threads_dir, caplog):
+    caplog.set_level("INFO", logger="seqlab")
     data = real("dailydialog", threads_dir)
     assert data.num_classes == 10 and len(data.test) == 1000
-    assert "has no Attitude & Emotion, Culture & Education, School Life threads" in capsys.readouterr().out
+    assert "has no Attitude & Emotion, Culture & Education, School Life threads" in caplog.text
     assert len(data.train) + len(data.validation) == 11118 + 1000
     assert sorted(set(data.validation.labels)) == list(range(10))  # stratified: every topic
     assert not set(data.validation.ids) & set(data.train.ids)

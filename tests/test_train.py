@@ -88,16 +88,19 @@ def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
 
 
 def test_predict_cli_text_and_file(trained, tmp_path):
-    # without the variable conftest sets: seqlab itself keeps MLflow's per-artifact download bars off
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
-    env["MLFLOW_TRACKING_URI"] = trained.uri
+    # without the variable importing seqlab sets in this process: seqlab itself keeps MLflow's download bars off
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_TRACKING_URI")}
     uri = f"runs:/{trained.run.info.run_id}/model"
     out = tmp_path / "out.csv"
     texts = ["A wonderful, moving film.", "Awful and boring.", "It was fine."]
     result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, *sum([["--text", t] for t in texts], []),
-                             "--output", str(out)], capture_output=True, text=True, env=env, timeout=300)
+                             "--output", str(out), "--tracking-uri", trained.uri],
+                            capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Downloading artifacts" not in result.stderr, result.stderr
+    assert f"seqlab: wrote 3 predictions to {out}" in result.stderr and "seqlab:" not in result.stdout  # status
+    assert "A wonderful, moving film." in result.stdout  # the predictions: data on stdout
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["label", "probability"] and len(frame) == 3
     assert set(frame["label"]) <= {"neg", "pos"} and ((frame["probability"] >= 0.5) & (frame["probability"] <= 1)).all()
@@ -107,6 +110,7 @@ def test_predict_cli_text_and_file(trained, tmp_path):
 
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)))
+    env["MLFLOW_TRACKING_URI"] = trained.uri  # the store, named the other way
     result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, "--input", str(jsonl), "--output",
                              str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -123,7 +127,7 @@ def test_train_from_the_command_line_prints_no_tensorflow_error_lines(real_data_
                               "trainer.epochs=1", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'outputs'}"],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
-    assert "seqlab: test loss" in trained.stdout
+    assert "seqlab: test loss" in trained.stderr + trained.stdout  # stderr once train.py logs its status
     assert "E0000" not in trained.stderr and "node_def_util" not in trained.stderr, trained.stderr
 
 

@@ -6,20 +6,25 @@ traceback; set SEQLAB_DEBUG=1 to see the traceback anyway.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
-# MLflow draws a progress bar per artifact download, six for one `predict` from a local store: noise here.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from hydra.experimental.callback import Callback
 
-USAGE = """usage: seqlab COMMAND [ARGS]
+from seqlab import __version__
+from seqlab.errors import StatusFormatter, report_error, report_interrupt
+
+USAGE = """usage: seqlab COMMAND [ARGS]   (seqlab --version: the installed version)
 
 commands:
   train [OVERRIDES]         train and evaluate one model (Hydra overrides; --help lists config groups)
   predict MODEL_URI ...     predict labels for raw text with a logged model (seqlab predict --help)
   compare [OPTIONS]         table of runs read back from MLflow (seqlab compare --help)
+
+Every command reads the MLflow store from MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); name another with
+tracking.uri=... (train) or --tracking-uri (predict, compare). Status goes to stderr, results to stdout.
 """
 
 
@@ -32,32 +37,35 @@ def config_dir() -> Path:
     raise SystemExit("seqlab: cannot find its conf/ folder (config.yaml); reinstall with 'make install'.")
 
 
-def report_error(error: BaseException, where: str = "") -> int:
-    """One paragraph on stderr (the traceback too with SEQLAB_DEBUG=1); returns the exit code."""
-    from seqlab.errors import SeqlabError
+class ValidateBeforeRunFolder(Callback):
+    """A single run's config is validated before Hydra creates its outputs/ folder (a sweep's jobs are validated
+    one by one, in hydra_train). Hydra turns a callback's exceptions into warnings: a refusal is a SystemExit."""
 
-    if os.environ.get("SEQLAB_DEBUG"):
-        import traceback
+    def on_run_start(self, config, **kwargs) -> None:
+        from seqlab.config import validate
+        from seqlab.errors import SeqlabError
 
-        traceback.print_exception(error)
-    if isinstance(error, SeqlabError):
-        code, message = error.exit_code, str(error)
-    else:  # a bug rather than bad input: still no traceback unless asked for
-        code, message = 1, (f"unexpected {type(error).__name__}: {error}. Set SEQLAB_DEBUG=1 to see the traceback "
-                            "(and please report it).")
-    from seqlab.errors import redact_uri
-
-    print(f"seqlab: {where}error: {redact_uri(message)}", file=sys.stderr, flush=True)
-    return code
+        try:
+            validate(config)  # before importing TensorFlow: bad values stop the run in a second
+        except SeqlabError as error:
+            raise SystemExit(report_error(error)) from None
 
 
-def report_interrupt(error: KeyboardInterrupt) -> int:
-    from seqlab.errors import Terminated
+class StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a record comes, not as it was when the handler was made (tests swap it)."""
 
-    terminated = isinstance(error, Terminated)
-    print(f"seqlab: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}; a started run is marked "
-          "KILLED and continues with trainer.resume=<run_id>.", file=sys.stderr, flush=True)
-    return 143 if terminated else 130  # 128 + the signal's number, as shells report it
+    stream = property(lambda self: sys.stderr, lambda self, stream: None)
+
+
+def log_to_stderr() -> None:
+    """seqlab.* status lines on stderr as `seqlab: ...`; a training run's Hydra job logging (conf/config.yaml)
+    replaces this with the same lines on stderr and in the run's log file."""
+    logger = logging.getLogger("seqlab")
+    if not any(isinstance(handler, StderrHandler) for handler in logger.handlers):
+        handler = StderrHandler()
+        handler.setFormatter(StatusFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def train_command(argv: list[str]) -> int:
@@ -73,7 +81,7 @@ def train_command(argv: list[str]) -> int:
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
     def hydra_train(cfg):
         try:
-            validate(cfg)  # before importing TensorFlow: bad values stop the run in a second
+            validate(cfg)  # each job of a sweep (a single run was validated by ValidateBeforeRunFolder)
             from seqlab.train import train
 
             return train(cfg)
@@ -160,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
-        return 0 if argv else 2
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"seqlab {__version__}")
+        return 0
+    log_to_stderr()
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":

@@ -11,6 +11,7 @@ never a row).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, redact_uri, report_error
 
 METRIC_COLUMNS = ["test_accuracy", "test_f1_macro", "test_roc_auc", "test_loss", "val_accuracy", "epochs",
                   "epoch_seconds", "train_seconds"]
@@ -27,6 +28,8 @@ DERIVED = "derived."  # facts that follow from the config and the data (seqlab.t
 # Runs of earlier seqlab versions: the overrides blob and MLflow's Keras callback's copy of the optimizer.
 LEGACY_PARAMS = ("overrides", "optimizer_")
 FLOAT_TEXT = re.compile(r"-?\d*\.\d+(e-?\d+)?")
+
+log = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -208,16 +211,14 @@ def print_rich(table: pd.DataFrame, title: str) -> None:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    from seqlab.cli import report_error
-
     try:
         table = runs_frame(args.tracking_uri, args.experiment, args.metric, finished_only=not args.all,
                            sweep=args.sweep, per_run=args.per_run)
     except SeqlabError as error:
         return report_error(error)
     if table.empty:
-        print(f"seqlab: no {'' if args.all else 'finished '}runs in {args.tracking_uri}"
-              + (f" experiment {args.experiment!r}" if args.experiment else ""), file=sys.stderr)
+        log.error("no %sruns in %s%s", "" if args.all else "finished ", redact_uri(args.tracking_uri),
+                  f" experiment {args.experiment!r}" if args.experiment else "")
         return 1
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
@@ -225,5 +226,5 @@ def main(argv: list[str]) -> int:
         print(to_markdown(table))
     else:
         scope = f"sweep {args.sweep!r}" if args.sweep else args.experiment or "all experiments"
-        print_rich(table, f"{scope} ({args.tracking_uri}), by {args.metric}")
+        print_rich(table, f"{scope} ({redact_uri(args.tracking_uri)}), by {args.metric}")
     return 0

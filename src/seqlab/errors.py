@@ -1,4 +1,9 @@
-"""User-facing errors: one paragraph, no traceback, a distinct exit code."""
+"""User-facing errors: one paragraph, no traceback, a distinct exit code; and how they and status lines are shown."""
+
+import logging
+import os
+import sys
+import traceback
 
 from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri  # noqa: F401 (messages are redacted too)
 
@@ -30,3 +35,36 @@ class RecordingError(SeqlabError):
     read back from it; the run ends FAILED rather than FINISHED with a hole in its record."""
 
     exit_code = 4
+
+
+# --- presentation: what the user sees on stderr ------------------------------------------------------------
+
+class StatusFormatter(logging.Formatter):
+    """`seqlab: <message>`, `seqlab: warning: <message>`: seqlab's status lines on stderr (Hydra's job logging and
+    `seqlab predict`/`compare` use it). Other libraries' records also name their logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        source = "" if record.name == "seqlab" or record.name.startswith("seqlab.") else f"{record.name}: "
+        return redact_uri(f"seqlab: {level}{source}{record.getMessage()}")
+
+
+def report_error(error: BaseException, where: str = "") -> int:
+    """One paragraph on stderr (the traceback too with SEQLAB_DEBUG=1); returns the exit code."""
+    if os.environ.get("SEQLAB_DEBUG"):
+        traceback.print_exception(error)
+    if isinstance(error, SeqlabError):
+        code, message = error.exit_code, str(error)
+    else:  # a bug rather than bad input: still no traceback unless asked for
+        code, message = 1, (f"unexpected {type(error).__name__}: {error}. Set SEQLAB_DEBUG=1 to see the traceback "
+                            "(and please report it).")
+    print(f"seqlab: {where}error: {redact_uri(message)}", file=sys.stderr, flush=True)
+    return code
+
+
+def report_interrupt(error: KeyboardInterrupt) -> int:
+    """What Ctrl-C or SIGTERM did to a run, on stderr; returns the exit code a shell would show."""
+    terminated = isinstance(error, Terminated)
+    print(f"seqlab: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}; a started run is marked "
+          "KILLED and continues with trainer.resume=<run_id>.", file=sys.stderr, flush=True)
+    return 143 if terminated else 130  # 128 + the signal's number, as shells report it

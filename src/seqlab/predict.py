@@ -1,20 +1,24 @@
 """`seqlab predict MODEL_URI (--text ... | --input FILE) [--output FILE.csv]`: labels for raw text.
 
 The logged model holds its preprocessing, so it takes raw strings; the class names travel in the
-model's MLflow metadata.
+model's MLflow metadata. Predictions go to stdout (and --output), status lines to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from seqlab.data.custom import thread_text
-from seqlab.errors import DataError, SeqlabError
+from seqlab.data.custom import read_table, thread_text
+from seqlab.errors import DataError, SeqlabError, report_error
+
+log = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("text", "review", "sentence", "content")
 THREAD_COLUMNS = ("messages",)
@@ -27,11 +31,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, or a local model folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to classify (repeat for several)")
-    source.add_argument("--input", help="a .txt file (one text per line) or CSV/JSONL/Parquet with a text or "
-                        "messages column")
+    source.add_argument("--input", help="a .txt file (one text per line), or a file as dataset=custom reads it "
+                        "(.csv, .tsv, .jsonl, each also .gz, or .parquet) with a text or messages column")
     p.add_argument("--column", help="the column holding the text or the list of messages (default: detected)")
     p.add_argument("--output", help="write a CSV with one row per input, in input order")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                   help="the MLflow store that runs:/ and models:/ URIs refer to (default: $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///mlflow.db, where 'seqlab train' writes by default)")
     return p
 
 
@@ -57,7 +64,7 @@ def read_examples(path: str, column: str | None = None, speaker_tokens: bool = F
             raise DataError(f"--input '{file}' is not UTF-8 text (byte {error.start}: {error.reason}); convert it "
                             "(e.g. iconv -f latin1 -t utf-8) or give a CSV/JSONL/Parquet file.") from None
         return [t for t in texts if t.strip()], None, pd.DataFrame()
-    frame = _read_frame(file)
+    frame = read_table(file)  # the reader of dataset=custom: every format training reads
     if column is None and "messages" not in frame.columns and {"thread_id", "text"} <= set(frame.columns) \
             and frame["thread_id"].duplicated().any():  # one row per message
         return _per_message(frame, speaker_tokens)
@@ -101,22 +108,6 @@ def read_metadata(frame: pd.DataFrame, columns: list[str], path: str) -> np.ndar
     return values.to_numpy(np.float32)
 
 
-def _read_frame(file: Path) -> pd.DataFrame:
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(file)
-        elif suffix in (".jsonl", ".json") or file.name.endswith(".jsonl.gz"):
-            frame = pd.read_json(file, lines=suffix != ".json" or None)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(file)
-        else:
-            raise DataError(f"--input '{file}': unknown suffix {suffix!r}; use .txt, .csv, .jsonl or .parquet.")
-    except (ValueError, OSError) as error:
-        raise DataError(f"--input '{file}' could not be read as {suffix} ({error}).") from None
-    return frame
-
-
 def _as_text(value, speaker_tokens: bool = False, thread: bool = False) -> str:
     # a thread: messages as strings or {text, speaker} records; a CSV holds them as a JSON list
     if isinstance(value, (list, tuple, np.ndarray)) or (thread and isinstance(value, str)):
@@ -137,8 +128,8 @@ def load(model_uri: str):
         model = mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
     except Exception as error:  # MLflow raises several types for a bad URI or a missing run
         raise SeqlabError(f"Cannot load model {model_uri!r}: {str(error).splitlines()[0]}. Give runs:/<run_id>/model, "
-                          "models:/<name>/<version> or a local model folder, with the same tracking store "
-                          "(MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).") from None
+                          "models:/<name>/<version> or a local model folder, with the store it was logged to "
+                          "(--tracking-uri, default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).") from None
     metadata = info.metadata or {}
     return model, list(metadata.get("class_names", []))
 
@@ -173,10 +164,8 @@ def main(argv: list[str]) -> int:
     import mlflow
 
     from seqlab import tracking
-    from seqlab.cli import report_error
 
-    if mlflow.get_tracking_uri().startswith("file:") and not Path("mlruns").exists():
-        mlflow.set_tracking_uri("sqlite:///mlflow.db")  # the store `seqlab train` writes by default
+    mlflow.set_tracking_uri(args.tracking_uri)
     try:
         logged = model_metadata(args.model_uri)
         columns = list(logged.get("metadata_columns") or [])
@@ -201,7 +190,7 @@ def main(argv: list[str]) -> int:
             result.to_csv(args.output, index=False)
         except OSError as error:
             return report_error(DataError(f"--output '{args.output}' could not be written ({error.strerror})."))
-        print(f"seqlab: wrote {len(result)} predictions to {args.output}")
+        log.info("wrote %d predictions to %s", len(result), args.output)
     shown = result.assign(text=[t[:70].replace("\n", " | ") for t in texts])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0

@@ -133,7 +133,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         import seqlab
         from seqlab import tracking
-        from seqlab.cli import report_error
+        from seqlab.errors import report_error
         from seqlab.errors import SeqlabError
 
         for handler in logging.getLogger().handlers:  # Hydra logs each job's overrides: tracking.uri=user:pw@...

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ ID_COLUMNS = ("id", "thread_id", "review_id")
 # A speaker becomes one word in front of each message (preprocess.speaker_tokens), e.g. "xxspkpersuader".
 SPEAKER_PREFIX = "xxspk"
 LOCATION = "_seqlab_location"  # where a row came from ("line 12", "row 3"), for error messages
+
+log = logging.getLogger(__name__)
 
 
 def load(cfg):
@@ -162,8 +165,8 @@ def _read_jsonl(path: Path, encoding: str, on_bad_lines: str) -> pd.DataFrame:
     except (OSError, EOFError) as error:  # unreadable, or a broken .gz
         raise DataError(f"'{path}' could not be read: {error}.") from None
     if bad:
-        print(f"seqlab: warning: skipped {len(bad)} malformed line(s) of '{path}' (dataset.on_bad_lines=skip), "
-              f"first at line {bad[0]}.", flush=True)
+        log.warning(f"skipped {len(bad)} malformed line(s) of '{path}' (dataset.on_bad_lines=skip), first at line "
+                    f"{bad[0]}.")
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
     frame[LOCATION] = locations
     return frame
@@ -186,8 +189,7 @@ def _read_csv(path: Path, encoding: str, on_bad_lines: str) -> pd.DataFrame:
         raise DataError(f"'{path}' could not be read as CSV ({message}). Set dataset.on_bad_lines=skip to skip "
                         "lines with too many fields.") from None
     if skipped:
-        print(f"seqlab: warning: skipped {len(skipped)} CSV line(s) with too many fields in '{path}' "
-              "(dataset.on_bad_lines=skip).", flush=True)
+        log.warning(f"skipped {len(skipped)} CSV line(s) with too many fields in '{path}' (dataset.on_bad_lines=skip).")
     frame = frame.replace("", np.nan)  # empty cells are missing values, as pandas reads them by default
     frame[LOCATION] = [f"row {i + 1}" for i in range(len(frame))]
     return frame
@@ -268,9 +270,8 @@ def resolve_columns(frame: pd.DataFrame, d, path: Path, quiet: bool = False) -> 
     if not quiet and not all([d.label_column, text or messages or thread_id]):
         used = {"text": f"texts from column {text!r}", "messages": f"threads from the message lists in {messages!r}",
                 "per_message": f"threads grouped by {thread_id!r}, one message per row from {text!r}"}[layout]
-        print(f"seqlab: '{path.name}': {used}, labels from {label!r}"
-              f"{', speakers from ' + repr(speaker) if speaker else ''} (set dataset.*_column to choose others).",
-              flush=True)
+        log.info(f"'{path.name}': {used}, labels from {label!r}"
+                 f"{', speakers from ' + repr(speaker) if speaker else ''} (set dataset.*_column to choose others).")
     return columns
 
 
@@ -342,8 +343,8 @@ def frame_records(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_line
         if on_bad_lines != "skip":
             raise DataError(f"'{path}' {locations[first]} holds {problems[first]} ({count} bad record(s) in all). "
                             "Fix or remove them, or set dataset.on_bad_lines=skip to skip them.")
-        print(f"seqlab: warning: skipped {count} record(s) of '{path}' without text or label "
-              f"(dataset.on_bad_lines=skip), first at {locations[first]}: {problems[first]}.", flush=True)
+        log.warning(f"skipped {count} record(s) of '{path}' without text or label (dataset.on_bad_lines=skip), "
+                    f"first at {locations[first]}: {problems[first]}.")
     if not keep.any():
         raise DataError(f"'{path}' holds no usable records: every one lacks a text or a label.")
     id_column = columns.thread_id if columns.layout == "per_message" else next(

@@ -8,6 +8,7 @@ so that later runs read one file instead of 50,000.
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import tarfile
 import tempfile
@@ -20,6 +21,8 @@ import pandas as pd
 
 from seqlab.data.common import Examples, cache_root, finish_splits
 from seqlab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
@@ -93,7 +96,7 @@ def _extract(archive: Path, cache_dir: str | None) -> Path:
     if _is_layout(target / "aclImdb"):
         return target / "aclImdb"
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"seqlab: extracting {archive} into {target} (once) ...", flush=True)
+    log.info(f"extracting {archive} into {target} (once) ...")
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
     try:
         with tarfile.open(archive) as tar:
@@ -124,7 +127,7 @@ def _missing_message(root: Path, why: str) -> str:
 def _download(destination: Path, root: Path) -> Path:
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_suffix(".part")
-    print(f"seqlab: downloading {URL} ...", flush=True)
+    log.info(f"downloading {URL} ...")
     try:
         urllib.request.urlretrieve(URL, partial)
     except (urllib.error.URLError, OSError) as error:

@@ -15,6 +15,7 @@ With `dataset.max_train`, an official validation split is sampled down to `max_t
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from seqlab.data.common import Examples, finish_splits, stratified_sample
 from seqlab.data.custom import frame_records, read_table, resolve_columns, label_order
 from seqlab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 FILES = {
     "dailydialog": "dailydialog_topic.jsonl.gz",
@@ -77,9 +80,9 @@ def choose_validation(d, train: Examples, validation: Examples | None, class_nam
         lacking = sorted(set(np.unique(train.labels).tolist()) - set(np.unique(validation.labels).tolist()))
         if not lacking:
             return train, validation
-        print(f"seqlab: {d.name}: the official validation split has no {', '.join(class_names[i] for i in lacking)} "
-              f"threads; holding out a stratified {d.validation_split} of train and official validation instead "
-              "(dataset.validation_source=auto).", flush=True)
+        log.info(f"{d.name}: the official validation split has no {', '.join(class_names[i] for i in lacking)} "
+                 f"threads; holding out a stratified {d.validation_split} of train and official validation instead "
+                 "(dataset.validation_source=auto).")
     return concatenate(train, validation), None
 
 
