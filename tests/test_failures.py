@@ -114,3 +114,25 @@ def test_failed_restore_on_resume_ends_the_run_failed(tiny_aclimdb, tracking_uri
     with pytest.raises(RecordingError, match="restore the checkpoint"):
         train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run.info.run_id}"))
     assert_failed(tracking_uri, f"restore the checkpoint of run {run.info.run_id}", "OSError")
+
+
+def test_an_unreadable_checkpoint_on_resume_fails_instead_of_restarting_from_epoch_zero(tiny_aclimdb, tracking_uri,
+                                                                                         monkeypatch):
+    fail_second_epoch_metrics(monkeypatch)
+    with pytest.raises(RecordingError):
+        train(tiny_config(tiny_aclimdb, tracking_uri))  # FAILED after epoch 1, its checkpoint uploaded
+    monkeypatch.undo()
+    run_id = only_run(tracking_uri).info.run_id
+
+    original = mlflow.artifacts.download_artifacts
+
+    def unreachable(*args, **kwargs):  # the checkpoint's download only (config.yaml still reads)
+        if kwargs.get("artifact_path") == "checkpoint":
+            raise OSError("Connection reset by peer")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", unreachable)
+    with pytest.raises(RecordingError, match="checkpoint of run"):
+        train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run_id}"))
+    run = assert_failed(tracking_uri, "read the checkpoint", "Connection reset by peer")
+    assert [m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, "loss")] == [0]  # nothing redone

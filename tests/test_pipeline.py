@@ -238,17 +238,22 @@ def test_mixed_bfloat16_and_xla_train_on_cpu_with_a_float32_output(skewed, jit_c
 # --- one run, end to end --------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_bucketed_run_records_its_settings_and_reuses_the_tokens(real_data_dir, tmp_path, capsys):
+def test_bucketed_run_records_its_settings_and_reuses_the_tokens(real_data_dir, tmp_path, caplog):
+    import logging
+
     from seqlab.train import train
+
+    caplog.set_level(logging.INFO, logger="seqlab")
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [f"data_dir={real_data_dir}", "dataset.max_train=300", "dataset.max_test=100",
                  "preprocess.max_length=80", "trainer.epochs=1", "model.units=8", f"tracking.uri={uri}",
                  f"cache_dir={tmp_path / 'cache'}", "tracking.log_model=false", "trainer.checkpoint=false"]
     train(compose_config(overrides))
-    assert "tokenized data from the cache" not in capsys.readouterr().out
+    assert "tokenized data from the cache" not in caplog.text
+    caplog.clear()
     train(compose_config(overrides))
-    assert "tokenized data from the cache" in capsys.readouterr().out
+    assert "tokenized data from the cache" in caplog.text
     client = MlflowClient(uri)
     first, second = client.search_runs([client.get_experiment_by_name("imdb").experiment_id],
                                        order_by=["attributes.start_time ASC"])

@@ -36,7 +36,7 @@ def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp
         process.kill()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted (Ctrl-C)" in stderr
-    run_id = next(line.split()[3] for line in output if line.startswith("seqlab: MLflow run "))
+    run_id = next(line.split()[3] for line in stderr.splitlines() if line.startswith("seqlab: MLflow run "))
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and "interrupted" in run.data.tags["error"]
@@ -45,7 +45,7 @@ def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp
     resumed = subprocess.run([*command, f"trainer.resume={run_id}"], capture_output=True, text=True, cwd=tmp_path,
                              env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming run {run_id} after epoch 2 of {EPOCHS}" in resumed.stdout
+    assert f"seqlab: resuming run {run_id} after epoch 2 of {EPOCHS}" in resumed.stderr  # status: stderr
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["epochs"] == EPOCHS
     for key in ("loss", "val_accuracy"):

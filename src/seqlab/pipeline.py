@@ -12,6 +12,7 @@ them instead.
 
 from __future__ import annotations
 
+import logging
 import copy
 import hashlib
 import json
@@ -29,6 +30,8 @@ import seqlab
 from seqlab.data.common import cache_root
 from seqlab.errors import ConfigError
 from seqlab.preprocess import PREPROCESSORS, HierarchicalPreprocessor, make_preprocessor
+
+log = logging.getLogger(__name__)
 
 TOKENS = "tokens"  # the word-id input of every flat model; with several inputs, the dict key that is bucketed
 NUM_BUCKETS = 16  # derived boundaries: length quantiles (the padding left is about 6% of the steps on IMDB)
@@ -256,7 +259,7 @@ def _write(path: Path, vocabulary: list[str], arrays: list[np.ndarray], vocab_si
         os.replace(temporary, path)
     except OSError as error:  # a full or read-only cache costs the next run time, never this run
         Path(temporary).unlink(missing_ok=True)
-        print(f"seqlab: warning: could not write the tokenized-data cache {path}: {error}", flush=True)
+        log.warning(f"could not write the tokenized-data cache {path}: {error}")
 
 
 # --- GPU kernels ------------------------------------------------------------------------------------

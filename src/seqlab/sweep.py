@@ -156,15 +156,15 @@ class MlflowSweepCallback(Callback):
         parent = find_parent(client, experiment_id, name)
         if parent is None:
             run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            print(f"seqlab: sweep {name!r}: MLflow parent run {run_id} in experiment "
-                  f"{tracking.experiment_name(config)!r} at {uri}", flush=True)
+            log.info(f"sweep {name!r}: MLflow parent run {run_id} in experiment "
+                  f"{tracking.experiment_name(config)!r} at {uri}")
         else:  # the same name again: continue that sweep under its parent
             run_id = parent.info.run_id
             resumed = int(parent.data.tags.get("sweep.resumed", "0")) + 1
             client.update_run(run_id, status="RUNNING")
             for key, value in {**tags, "sweep.resumed": str(resumed)}.items():
                 client.set_tag(run_id, key, value)
-            print(f"seqlab: sweep {name!r} continues under its MLflow parent run {run_id} at {uri}", flush=True)
+            log.info(f"sweep {name!r} continues under its MLflow parent run {run_id} at {uri}")
         self.sweep = tracking.SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
                                        bucketing=like_for_like(config, swept_models(config)),
                                        swept=sorted(swept(config)))
@@ -228,8 +228,8 @@ class MlflowSweepCallback(Callback):
                                     self.sweep.experiment_id, status="KILLED")
             self._end("KILLED" if killed else "FAILED")
         except Exception as error:  # the store went away with the sweep: say so, without a traceback at exit
-            print(f"seqlab: warning: could not end the sweep's parent run {self.sweep.parent_run_id}: "
-                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+            log.warning(f"could not end the sweep's parent run {self.sweep.parent_run_id}: "
+                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
     def _end(self, status: str) -> None:
         from mlflow.tracking import MlflowClient

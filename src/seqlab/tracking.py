@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import contextlib
 import hashlib
 import json
@@ -21,8 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
 from seqlab.jobs import SweepJob, current_job, job_overrides  # noqa: F401 (SweepJob: seqlab.sweep)
-from seqlab.errors import ConfigError, Terminated
+from seqlab.errors import ConfigError, RecordingError, Terminated
 from seqlab.redaction import REDACTED, SECRET_KEY, URI_CREDENTIALS, redact_uri, redacted, safe_overrides  # noqa: F401
+
+log = logging.getLogger(__name__)
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 CHECKPOINT_PATH = "checkpoint"  # run artifact folder holding Keras' BackupAndRestore files
@@ -101,9 +104,8 @@ def configure(cfg: DictConfig) -> str:
     uri = cfg.tracking.uri
     check_no_inherited_run()
     if URI_CREDENTIALS.search(uri):
-        print("seqlab: warning: tracking.uri holds credentials; they are kept out of the run, but prefer the "
-              "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) environment variables.",
-              file=sys.stderr, flush=True)
+        log.warning("tracking.uri holds credentials; they are kept out of the run, but prefer the "
+              "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) environment variables.")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     job = current_job()
@@ -298,8 +300,8 @@ def resumable_run(cfg: DictConfig):
         raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run that already FINISHED: there is "
                           "nothing to resume. Start a new run instead (without trainer.resume).")
     if run.info.status in ("RUNNING", "SCHEDULED"):
-        print(f"seqlab: warning: run {run_id} is marked {run.info.status}: its process died without ending it, "
-              "or is still running (then stop it first).", file=sys.stderr, flush=True)
+        log.warning(f"run {run_id} is marked {run.info.status}: its process died without ending it, "
+              "or is still running (then stop it first).")
     return run
 
 
@@ -340,14 +342,15 @@ def _refuse_other_overrides(run_id: str) -> None:
 
 def download_checkpoint(run_id: str, destination: Path) -> int:
     """Copy the run's last checkpoint into `destination`/checkpoint; returns its number of finished epochs."""
-    folder = destination / CHECKPOINT_PATH
     try:
+        if not MlflowClient().list_artifacts(run_id, CHECKPOINT_PATH):
+            return 0  # killed in its first epoch: nothing was backed up yet
         mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_PATH, dst_path=str(destination))
-        return int(json.loads((folder / "training_metadata.json").read_text())["epoch"])
-    except (MlflowException, OSError, ValueError, KeyError):  # no checkpoint yet: killed in the first epoch
-        for leftover in folder.glob("*") if folder.is_dir() else []:
-            leftover.unlink()
-        return 0
+        return int(json.loads((destination / CHECKPOINT_PATH / "training_metadata.json").read_text())["epoch"])
+    except (MlflowException, OSError, ValueError, KeyError) as error:  # restarting from epoch 0 would hide it
+        raise RecordingError(f"Could not read the checkpoint of run {run_id} (its {CHECKPOINT_PATH}/ artifacts): "
+                             f"{type(error).__name__}: {redact_uri(str(error))}. Resume again once the store is "
+                             "readable, or start a new run.") from None
 
 
 def delete_checkpoint(run_id: str) -> None:

@@ -31,6 +31,8 @@ from seqlab.optimizers import OPTIMIZERS
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
 
+log = logging.getLogger(__name__)
+
 
 def expected_retracing(record: logging.LogRecord) -> bool:
     """A logging filter: TensorFlow's "triggered tf.function retracing" warning is expected, not a problem, when a
@@ -86,8 +88,8 @@ def set_intra_op_threads(trainer_cfg, model_name: str, device: str) -> None:
             tf.config.threading.set_intra_op_parallelism_threads(wanted)
         except RuntimeError:  # TensorFlow already started in this process (an earlier job of a sweep)
             if trainer_cfg.intra_op_threads is not None:
-                print(f"seqlab: trainer.intra_op_threads={wanted} cannot take effect: TensorFlow already started in "
-                      f"this process with {current}; this run uses {current}.", file=sys.stderr, flush=True)
+                log.warning(f"trainer.intra_op_threads={wanted} cannot take effect: TensorFlow already started in "
+                      f"this process with {current}; this run uses {current}.")
             wanted = current
     trainer_cfg.intra_op_threads = int(wanted)
 
@@ -138,10 +140,10 @@ def train(cfg: DictConfig) -> float:
             raise
         experiment_id = resumed.info.experiment_id if resumed else store.result()
     prepare_seconds = time.perf_counter() - started
-    print(f"seqlab: {data.name}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} "
+    log.info(f"{data.name}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} "
           f"test examples, {data.num_classes} classes, vocabulary {preprocessor.vocabulary_size} words, "
           f"inputs {x_train.shape[1:]}{', tokenized data from the cache' if cached else ''} "
-          f"({prepare_seconds:.1f} s)", flush=True)
+          f"({prepare_seconds:.1f} s)")
     metadata = None
     if cfg.model.metadata:  # a second input, imputed and scaled with train statistics only
         metadata = fit_metadata(cfg, data)
@@ -150,7 +152,7 @@ def train(cfg: DictConfig) -> float:
                                   for x, split in zip((x_train, x_val, x_test), splits))
     boundaries = pipeline.bucket_boundaries(cfg, x_train)
     if boundaries:
-        print(f"seqlab: length buckets (post padding, masked) with boundaries {boundaries}", flush=True)
+        log.info(f"length buckets (post padding, masked) with boundaries {boundaries}")
 
     # With buckets, batches are as wide as their longest example, not max_length.
     spec = InputSpec(vocab_size=cfg.preprocess.vocab_size,
@@ -165,8 +167,8 @@ def train(cfg: DictConfig) -> float:
                         "two experiments. Start a new run instead.")
     resume_run_id = resumed.info.run_id if resumed else None
     with tracking.tracked_run(cfg, experiment_id, tags, resume_run_id) as run:
-        print(f"seqlab: MLflow run {run.info.run_id} in experiment {tracking.experiment_name(cfg)!r} "
-              f"at {tracking.redact_uri(cfg.tracking.uri)}", flush=True)
+        log.info(f"MLflow run {run.info.run_id} in experiment {tracking.experiment_name(cfg)!r} "
+              f"at {tracking.redact_uri(cfg.tracking.uri)}")
         mlflow.log_metric("prepare_seconds", prepare_seconds)
         model = build_model(cfg.model, spec)
         mlflow.log_params(derived_params(model, preprocessor, boundaries))
@@ -188,8 +190,8 @@ def train(cfg: DictConfig) -> float:
                     mlflow.log_figure(figure, name)
         finally:
             close_figures(confusion, curves)  # a failed job of a sweep leaves no figure behind either
-        print(f"seqlab: test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()), flush=True)
-        print(report, flush=True)
+        log.info("test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
+        log.info(f"classification report on the test split:\n{report}")
         if cfg.tracking.log_model:
             log_model(model, preprocessor, data, metadata)
     tracking.delete_checkpoint(run.info.run_id)  # FINISHED: nothing left to resume
@@ -206,7 +208,7 @@ def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
         backup_dir = Path(scratch) / tracking.CHECKPOINT_PATH if cfg.trainer.checkpoint else None
         initial_epoch = tracking.download_checkpoint(run_id, Path(scratch)) if resume and backup_dir else 0
         if resume:
-            print(f"seqlab: resuming run {run_id} after epoch {initial_epoch} of {cfg.trainer.epochs}", flush=True)
+            log.info(f"resuming run {run_id} after epoch {initial_epoch} of {cfg.trainer.epochs}")
             mlflow.set_tag("resumed_after_epoch", initial_epoch)
         started = time.perf_counter()
         history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(run_id, backup_dir)])
