@@ -60,7 +60,7 @@ def compose(items: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from seqlab.cli import config_dir
+    from seqlab.config import config_dir
     from seqlab.config import register_configs
 
     register_configs()

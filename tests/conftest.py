@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from seqlab.cli import config_dir
+from seqlab.config import config_dir
 from seqlab.config import register_configs
 from seqlab.models import MODELS
 

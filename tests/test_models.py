@@ -30,7 +30,7 @@ def test_tutorial_lstm_has_213301_parameters():
 
 
 def test_every_registered_model_has_a_config_file():
-    from seqlab.cli import config_dir
+    from seqlab.config import config_dir
 
     files = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
     assert set(MODELS) <= files

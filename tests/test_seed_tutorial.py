@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from seqlab.cli import config_dir
+from seqlab.config import config_dir
 from seqlab.compare import main as compare_main
 from seqlab.config import register_configs, validate
 from tests.conftest import compose_config

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
@@ -26,15 +25,6 @@ commands:
 Every command reads the MLflow store from MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); name another with
 tracking.uri=... (train) or --tracking-uri (predict, compare). Status goes to stderr, results to stdout.
 """
-
-
-def config_dir() -> Path:
-    """`conf/` of the source checkout (editable install) or the copy shipped inside the package."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "conf", here / "conf"):
-        if (candidate / "config.yaml").exists():
-            return candidate
-    raise SystemExit("seqlab: cannot find its conf/ folder (config.yaml); reinstall with 'make install'.")
 
 
 class ValidateBeforeRunFolder(Callback):
@@ -73,7 +63,7 @@ def train_command(argv: list[str]) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from seqlab.config import register_configs, validate
+    from seqlab.config import config_dir, register_configs, validate
     from seqlab.errors import SeqlabError
 
     register_configs()

@@ -11,6 +11,7 @@ imports Keras: a bad config is reported in about a second.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -21,6 +22,15 @@ from seqlab.errors import ConfigError
 # Keys that say where things are, how a run is named or shown, not what was trained: never params, never part
 # of what makes two runs different (seqlab compare, seed groups, run names).
 LOCATION_KEYS = ("tracking.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume")
+
+
+def config_dir() -> Path:
+    """`conf/` of the source checkout (editable install) or the copy shipped inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parents[1] / "conf", here / "conf"):
+        if (candidate / "config.yaml").exists():
+            return candidate
+    raise ConfigError("seqlab cannot find its conf/ folder (config.yaml); reinstall it with 'make install'.")
 
 
 def is_location_key(key: str) -> bool:
