@@ -8,9 +8,10 @@
 
 Each model runs once as `seqlab train experiment=imdb_<model> EXTRA` (one process each), so a row of the table is
 the command a user runs; a model that already has a finished run of the same command in the experiment (this
-script's or a user's) is not run again, so an interrupted benchmark resumes. The table (model, parameters, epochs, seconds per epoch, test
-accuracy, macro-F1, ROC AUC, command) goes to stdout, to --output if given, and into docs/benchmarks.md between
-the `<!-- benchmark:start -->` and `<!-- benchmark:end -->` markers, with the machine and the date it ran.
+script's or a user's) is not run again, so an interrupted benchmark resumes. The table (model, parameters,
+epochs, seconds per epoch, test accuracy, macro-F1, ROC AUC, command) goes to stdout, to --output if given, and
+into docs/benchmarks.md between the `<!-- benchmark:start -->` and `<!-- benchmark:end -->` markers, with the
+machine and the date it ran.
 """
 
 from __future__ import annotations
