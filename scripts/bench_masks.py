@@ -1,4 +1,4 @@
-"""What a Keras mask costs per LSTM step on CPU, and what was tried to get it back (the README's *Speed* section).
+"""What a Keras mask costs per LSTM step on CPU, and what was tried to get it back (docs/speed.md).
 
 Trains the tutorial LSTM (Embedding(5000, 32) -> LSTM(100) -> Dense) with `train_on_batch` on the same
 length-bucketed IMDB batches (seqlab's pipeline, post padding), the variants in turn, batch by batch, in one

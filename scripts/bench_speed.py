@@ -2,7 +2,7 @@
 
 Every run is a fresh child process of this one, on the same data (the same seeded IMDB sample and word
 ids), one after the other; `--rounds 2` alternates them twice, so a change in the machine's speed shows.
-Prints, as a Markdown block for the README: seconds per epoch, test accuracy after the last epoch, peak
+Prints, as a Markdown block for docs/speed.md: seconds per epoch, test accuracy after the last epoch, peak
 memory, start-up time before the first step, tokenizing time (first time and from the cache), and the
 ratios seqlab padded / plain Keras and padded / bucketed; then an interleaved check: seqlab's padded and bucketed
 LSTM training one epoch's batches in turn in one process, so that their ratio is free of the machine's drift.

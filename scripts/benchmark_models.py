@@ -1,16 +1,17 @@
-"""Every flat model on the full IMDB data (22,500 train / 2,500 validation / 25,000 test), one MLflow
-experiment, then the README's results table read back from MLflow.
+"""Every flat model on the full IMDB data (22,500 train / 2,500 validation / 25,000 test), each with its preset
+`conf/experiment/imdb_<model>.yaml`, into one MLflow experiment; then the results table read back from MLflow.
 
     SEQLAB_DATA_DIR=../shared/data .venv/bin/python scripts/benchmark_models.py            # all models
     .venv/bin/python scripts/benchmark_models.py --models lstm,fasttext_bigram             # some of them
     .venv/bin/python scripts/benchmark_models.py --table-only                              # rewrite the table
     .venv/bin/python scripts/benchmark_models.py --models lstm -- dataset.max_train=300 trainer.epochs=1  # smoke
 
-Each model runs once with its recipe below (`seqlab train model=NAME RECIPE EXTRA`, one process each); a
-model that already has a finished run with the same settings in the experiment is not run again, so an
-interrupted benchmark resumes. The table (model, parameters, epochs, seconds per epoch, test accuracy,
-macro-F1, ROC AUC, settings) goes to stdout, to --output if given, and into README.md between the
-`<!-- benchmark:start -->` and `<!-- benchmark:end -->` markers, with the machine it ran on.
+Each model runs once as `seqlab train experiment=imdb_<model> EXTRA` (one process each), so a row of the table is
+the command a user runs; a model that already has a finished run of the same command in the experiment (this
+script's or a user's) is not run again, so an interrupted benchmark resumes. The table (model, parameters,
+epochs, seconds per epoch, test accuracy, macro-F1, ROC AUC, command) goes to stdout, to --output if given, and
+into docs/benchmarks.md between the `<!-- benchmark:start -->` and `<!-- benchmark:end -->` markers, with the
+machine and the date it ran.
 """
 
 from __future__ import annotations
@@ -21,53 +22,32 @@ import platform
 import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-
-# Settings per model on top of its conf/model/*.yaml: the presets the README's figures come from.
-# Early stopping watches val_loss on the validation split and restores the best epoch's weights, so
-# `epochs` is a ceiling. The tutorial's variants run its 3 epochs (as `make train` and `make sweep` do).
-TUTORIAL = ["trainer.epochs=3"]
-LARGE_VOCABULARY = ["preprocess.vocab_size=20000"]
-RECIPES = {
-    "lstm": TUTORIAL,
-    "lstm_dropout": TUTORIAL,
-    "lstm_recurrent_dropout": TUTORIAL,
-    "cnn_lstm": ["trainer.epochs=8", "trainer.early_stopping=2"],
-    "gru": TUTORIAL,
-    "stacked_lstm": TUTORIAL,
-    "lstm_no_embedding": TUTORIAL,  # the baseline without embeddings: no target
-    # word dropout (whole word vectors) and input dropout: with neither, both overfit after one epoch
-    "bilstm": ["model.embedding_dropout=0.25", "model.dropout=0.25", "trainer.epochs=6", "trainer.early_stopping=2"],
-    # (word dropout 0.25 and patience 2 gave 0.8764 against 0.8811 for this recipe: README)
-    "attention_bilstm": [*LARGE_VOCABULARY, "trainer.epochs=6", "trainer.early_stopping=1"],
-    # lazy Adam: sparse updates of the 1M-row table (about 20x faster per step than Keras' dense Adam on CPU);
-    # word dropout 0.3: 0.9056 against 0.9028 without (dropout 0.5 on the average 0.9036, batch 32 0.9033,
-    # trigrams 0.9006, vocabulary 50,000 0.901, max length 1000 0.9038; one run each, README)
-    "fasttext_bigram": [*LARGE_VOCABULARY, "model.embedding_dropout=0.3", "trainer.optimizer=lazy_adam",
-                        "trainer.epochs=15", "trainer.early_stopping=1"],
-}
+# Every flat model's benchmark setting is its preset conf/experiment/imdb_<model>.yaml.
+MODELS = sorted(path.stem.removeprefix("imdb_") for path in (REPO / "conf" / "experiment").glob("imdb_*.yaml"))
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default=",".join(RECIPES), help="comma-separated (default: all flat models)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: every imdb_<model> preset)")
     p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     p.add_argument("--experiment", default="benchmark_models")
-    p.add_argument("--readme", default=str(REPO / "README.md"), help="README to update ('' = none)")
+    p.add_argument("--docs", default=str(DOCS), help="Markdown page to write the table into ('' = none)")
     p.add_argument("--output", help="also write the Markdown table to this file")
     p.add_argument("--table-only", action="store_true", help="run nothing, rebuild the table from MLflow")
     p.add_argument("--rerun", action="store_true", help="run models again even if a finished run exists")
-    p.add_argument("extra", nargs="*", help="overrides for every run, after '--' (they win over the recipes)")
+    p.add_argument("extra", nargs="*", help="overrides for every run, after '--' (they win over the preset)")
     return p
 
 
 def overrides_for(model: str, extra: list[str]) -> list[str]:
-    """The recipe, with `extra` replacing the recipe's value of the same key."""
-    merged = {item.split("=", 1)[0]: item for item in [f"model={model}", *RECIPES[model], *extra]}
-    return list(merged.values())
+    """The preset, then `extra`: Hydra applies command-line overrides after the preset, so they win."""
+    return [f"experiment=imdb_{model}", *extra]
 
 
 def machine() -> str:
@@ -93,15 +73,23 @@ def finished_runs(client, experiment_id: str, model: str):
 
 def run_model(model: str, args, settings: list[str], machine_text: str) -> None:
     command = [sys.executable, "-m", "seqlab.cli", "train", *settings, f"tracking.uri={args.tracking_uri}",
-               f"tracking.experiment={args.experiment}", f"tracking.run_name=benchmark_{model}"]
+               f"tracking.experiment={args.experiment}"]
     print(f"\n== {model}: {' '.join(command[3:])}", flush=True)
     if subprocess.run(command).returncode != 0:
         print(f"seqlab benchmark: {model} failed (see above); going on with the next model", file=sys.stderr)
         return
     client, experiment_id = store(args)
     latest = finished_runs(client, experiment_id, model)[0]
-    client.set_tag(latest.info.run_id, "benchmark_settings", " ".join(settings))
     client.set_tag(latest.info.run_id, "machine", machine_text)
+
+
+def settings_of(run) -> str:
+    """The overrides a run was started with, less where it was logged: seqlab's `overrides` tag (runs of this script
+    before the presets carry their recipe in `benchmark_settings`)."""
+    tags = run.data.tags
+    if "benchmark_settings" in tags:
+        return tags["benchmark_settings"]
+    return " ".join(item for item in tags.get("overrides", "").split() if not item.startswith("tracking."))
 
 
 def finished_with(args, model: str, settings: list[str]) -> str | None:
@@ -111,7 +99,7 @@ def finished_with(args, model: str, settings: list[str]) -> str | None:
     except SystemExit:  # no experiment yet
         return None
     for run in finished_runs(client, experiment_id, model):
-        if run.data.tags.get("benchmark_settings") == " ".join(settings):
+        if settings_of(run) == " ".join(settings):
             return run.info.run_id
     return None
 
@@ -145,51 +133,52 @@ def cell(value, form: str) -> str:
 
 
 def results_table(args, models: list[str]) -> tuple[str, str]:
-    """The Markdown table and the machine line. A model's row is its latest finished run with the settings of
-    the recipe above (with `extra`), else its latest finished run: trying other settings does not replace it."""
+    """The Markdown table and the machine line. A model's row is its latest finished run of its preset (with
+    `extra`), else its latest finished run: trying other settings does not replace it."""
     client, experiment_id = store(args)
-    rows, machines = [], set()
+    rows, machines, dates = [], set(), set()
     header = ("| model | parameters | epochs | seconds / epoch | test accuracy | test macro-F1 | test ROC AUC "
-              "| settings |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+              "| command |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for model in models:
         runs = finished_runs(client, experiment_id, model)
         if not runs:
             print(f"seqlab benchmark: no finished run of {model} in {args.experiment!r} yet", file=sys.stderr)
             continue
         wanted = " ".join(overrides_for(model, args.extra))
-        run = next((r for r in runs if r.data.tags.get("benchmark_settings") == wanted), runs[0])
+        run = next((r for r in runs if settings_of(r) == wanted), runs[0])
         metrics, tags = run.data.metrics, run.data.tags
         epochs = int(metrics.get("epochs", 0)) or None
         seconds = metrics["train_seconds"] / epochs if epochs and "train_seconds" in metrics else None
         count = parameter_count(client, run)
-        settings = tags.get("benchmark_settings", "").replace(f"model={model}", "").strip() or "preset"
+        settings = settings_of(run)
         machines.add(tags.get("machine", "unknown machine"))
+        dates.add(date.fromtimestamp(run.info.start_time / 1000).isoformat())
         cells = [f"`{model}`", cell(count, "{:,}"), cell(epochs, "{}"), cell(seconds, "{:.0f}"),
                  cell(metrics.get("test_accuracy"), "{:.4f}"), cell(metrics.get("test_f1_macro"), "{:.4f}"),
-                 cell(metrics.get("test_roc_auc"), "{:.4f}"), f"`{settings}`"]
+                 cell(metrics.get("test_roc_auc"), "{:.4f}"), f"`seqlab train {settings}`" if settings else ""]
         rows.append("| " + " | ".join(cells) + " |")
-    machine_line = f"Machine: {'; '.join(sorted(machines)) or 'unknown'}."
+    machine_line = f"Machine: {'; '.join(sorted(machines)) or 'unknown'}. Run on {', '.join(sorted(dates))}."
     return header + "\n" + "\n".join(rows), machine_line
 
 
-def update_readme(readme: Path, table: str, machine_line: str, args) -> None:
-    text = readme.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        print(f"seqlab benchmark: {readme} has no {START} ... {END} markers; table not written there", file=sys.stderr)
+def write_between_markers(page: Path, start: str, end: str, block: str) -> None:
+    """Replace what lies between the markers in `page` (a docs page) with `block`; the rest stays as written."""
+    text = page.read_text(encoding="utf-8") if page.exists() else ""
+    if start not in text or end not in text:
+        print(f"seqlab benchmark: {page} has no {start} ... {end} markers; table not written there", file=sys.stderr)
         return
-    block = (f"{START}\n{table}\n\n{machine_line} From `python scripts/benchmark_models.py` (MLflow experiment "
-             f"`{args.experiment}`), one run per model, seed 42.\n{END}")
-    head, rest = text.split(START, 1)
-    readme.write_text(head + block + rest.split(END, 1)[1], encoding="utf-8")
-    print(f"seqlab benchmark: wrote the table into {readme}")
+    head, rest = text.split(start, 1)
+    page.write_text(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    print(f"seqlab benchmark: wrote the table into {page}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in RECIPES]
+    unknown = [m for m in models if m not in MODELS]
     if unknown:
-        raise SystemExit(f"Unknown model(s) {', '.join(unknown)}; the benchmark knows {', '.join(RECIPES)}.")
+        raise SystemExit(f"No preset conf/experiment/imdb_<model>.yaml for {', '.join(unknown)}; the benchmark "
+                         f"knows {', '.join(MODELS)}.")
     if not args.table_only:
         machine_text = machine()
         for model in models:
@@ -203,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{table}\n\n{machine_line}")
     if args.output:
         Path(args.output).write_text(f"{table}\n\n{machine_line}\n", encoding="utf-8")
-    if args.readme:
-        update_readme(Path(args.readme), table, machine_line, args)
+    if args.docs:
+        block = (f"{table}\n\n{machine_line} From `python scripts/benchmark_models.py` (MLflow experiment "
+                 f"`{args.experiment}`), one run per model, seed 42.")
+        write_between_markers(Path(args.docs), START, END, block)
     return 0
 
 

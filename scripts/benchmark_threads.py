@@ -1,14 +1,14 @@
-"""The chat-thread comparison and its targets: runs `experiment=threads_compare` (flat BiLSTM, hier_lstm,
-hier_conv, each without and with metadata) per thread dataset, then reads the runs back from MLflow and
-prints one table (mean and spread over seeds) and the targets, PASS or FAIL.
+"""The chat-thread benchmark and its targets: per thread dataset, the presets `<dataset>_<model>` (flat BiLSTM,
+hier_lstm, hier_conv, and the fastText bigram baseline) each without and with metadata, as multiruns; then it
+reads the runs back from MLflow, prints one table (mean and spread over seeds) and the targets, PASS or FAIL, and
+writes them, dated, into docs/benchmarks.md between the `<!-- threads:<dataset>:start -->` and `end` markers.
 
     .venv/bin/python scripts/benchmark_threads.py                    # everything (hours on 2 CPU cores)
     .venv/bin/python scripts/benchmark_threads.py --report-only      # the table from runs already in the store
     .venv/bin/python scripts/benchmark_threads.py --smoke --datasets persuasion --persuasion-seeds 1   # minutes
 
-Besides the preset's three models, it runs the fastText bigram baseline (`--no-fasttext` skips it) through the
-same preset, with and without metadata, with the recipe in FASTTEXT: topic and prompt are mostly a matter of
-which words occur, and the baseline shows what the recurrent models have to beat.
+The fastText baseline (`--no-fasttext` skips it) shows what the recurrent models have to beat: topic and prompt
+are mostly a matter of which words occur.
 
 Targets (test split): DailyDialog macro-F1 >= 0.70 and accuracy >= 0.75 for the best preset; on
 PersuasionForGood, metadata improves each model's macro-F1, averaged over 3 seeds (153 test threads: single
@@ -22,12 +22,19 @@ import argparse
 import os
 import subprocess
 import sys
+from datetime import date
+from pathlib import Path
 
 import pandas as pd
 
+from benchmark_models import DOCS, machine, write_between_markers  # the same docs page and machine line
 from seqlab.compare import search, to_markdown
 
 DATASETS = ("dailydialog", "persuasion", "chitchat")
+# Each runs as the preset conf/experiment/<dataset>_<model>.yaml; fastText in its own process (a sweep's first
+# job fixes TensorFlow's threads for the rest, and the recurrent models take one per op).
+RECURRENT = ("bilstm", "hier_lstm", "hier_conv")
+FASTTEXT = ("fasttext_bigram",)
 BASELINES = {"dailydialog": "TF-IDF + LR (balanced): accuracy 0.723, macro-F1 0.647",
              "persuasion": "TF-IDF + LR (balanced): accuracy 0.641, macro-F1 0.637; metadata only 0.588 / 0.576",
              "chitchat": "TF-IDF + LR: accuracy 0.465, macro-F1 0.459"}
@@ -36,10 +43,6 @@ SMOKE = ["dataset.max_train=120", "dataset.max_test=60", "trainer.epochs=1", "tr
          "preprocess.vocab_size=2000", "preprocess.max_length=60", "preprocess.max_units=6",
          "preprocess.max_unit_length=12", "model.embedding_dim=8", "model.units=8", "model.message_units=4",
          "model.filters=8", "trainer.progress=false"]
-# fastText on the preset's joined threads: sparse updates of its large table (lazy Adam) at a higher rate, word
-# dropout, and more epochs (each takes seconds).
-FASTTEXT = ["model=fasttext_bigram", "model.embedding_dropout=0.3", "trainer.optimizer=lazy_adam",
-            "trainer.learning_rate=0.005", "trainer.epochs=40", "trainer.early_stopping=5"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny subsets and models, one epoch: a pipeline check")
     p.add_argument("--report-only", action="store_true", help="do not train; report the runs in the store")
     p.add_argument("--no-fasttext", dest="fasttext", action="store_false", help="skip the fastText baseline")
+    p.add_argument("--docs", default=str(DOCS), help="Markdown page to write the tables into ('' = none)")
     p.add_argument("overrides", nargs="*", help="after --: more seqlab train overrides")
     return p
 
@@ -59,17 +63,19 @@ def parser() -> argparse.ArgumentParser:
 def run_sweeps(args, experiment: str) -> None:
     for dataset in args.datasets:
         seeds = args.persuasion_seeds if dataset == "persuasion" else args.seeds
-        command = [sys.executable, "-m", "seqlab.cli", "train", "experiment=threads_compare", f"dataset={dataset}",
+        command = [sys.executable, "-m", "seqlab.cli", "train", "--multirun", "model.metadata=false,true",
                    f"trainer.seed={','.join(map(str, seeds))}", f"tracking.uri={args.tracking_uri}",
                    f"tracking.experiment={experiment}"]
-        for models in [[], FASTTEXT] if args.fasttext else [[]]:  # [] = the preset's models
-            sweep = [*command, *models, *(SMOKE if args.smoke else []), *args.overrides]
+        for models in [RECURRENT, FASTTEXT] if args.fasttext else [RECURRENT]:
+            presets = f"experiment={','.join(f'{dataset}_{model}' for model in models)}"
+            sweep = [*command, presets, *(SMOKE if args.smoke else []), *args.overrides]
             print("+", " ".join(sweep[2:]), flush=True)
             subprocess.run(sweep, check=True)
 
 
 def results(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """Mean, spread and count over seeds of test accuracy and macro-F1 per dataset, model and metadata."""
+    """Mean, spread and count over seeds of test accuracy and macro-F1 per dataset, model and metadata, with the
+    date of the latest run."""
     runs = search(tracking_uri, experiment)
     if runs.empty:
         raise SystemExit(f"No finished runs in experiment {experiment!r} at {tracking_uri}.")
@@ -78,7 +84,8 @@ def results(tracking_uri: str, experiment: str) -> pd.DataFrame:
                                 "metrics.test_f1_macro": "f1_macro", "metrics.train_seconds": "seconds"})
     table = runs.groupby(["dataset", "model", "metadata"]).agg(
         runs=("accuracy", "size"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
-        f1_macro=("f1_macro", "mean"), f1_macro_std=("f1_macro", "std"), seconds=("seconds", "mean"))
+        f1_macro=("f1_macro", "mean"), f1_macro_std=("f1_macro", "std"), seconds=("seconds", "mean"),
+        last_run=("start_time", lambda times: times.max().date().isoformat()))
     return table.reset_index()
 
 
@@ -114,6 +121,16 @@ def targets(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def write_docs(page: Path, table: pd.DataFrame, experiment: str) -> None:
+    """Each dataset's table and targets between its markers, with the machine that wrote them."""
+    written_on = f"Written {date.today().isoformat()} on {machine()}, from the MLflow experiment `{experiment}`."
+    for dataset, part in table.groupby("dataset"):
+        targets_text = "\n".join(f"- {line.strip()}" for line in targets(part))
+        block = (f"{to_markdown(part.drop(columns='dataset'))}\n\nTargets (test split):\n\n{targets_text}\n\n"
+                 f"{written_on}")
+        write_between_markers(page, f"<!-- threads:{dataset}:start -->", f"<!-- threads:{dataset}:end -->", block)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     experiment = args.experiment or ("threads_compare_smoke" if args.smoke else "threads_compare")
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(["", "Targets (test split):", *targets(table)]))
     if args.smoke:
         print("(--smoke: tiny subsets, one epoch: the figures check the pipeline, not the targets)")
+    elif args.docs:
+        write_docs(Path(args.docs), table, experiment)
     return 0
 
 

@@ -1,0 +1,57 @@
+"""The presets in conf/experiment: each composes to a valid config, a `<dataset>_<model>` preset selects that
+dataset and model, and every benchmark row (every flat model on IMDB) has its preset."""
+
+import pytest
+
+from seqlab.config import validate
+from tests.conftest import REPO, compose_config
+
+PRESETS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
+DATASETS = {path.stem for path in (REPO / "conf" / "dataset").glob("*.yaml")}
+MODELS = sorted(path.stem for path in (REPO / "conf" / "model").glob("*.yaml"))
+
+
+def dataset_and_model(preset: str) -> tuple[str, str] | None:
+    """('imdb', 'cnn_lstm') for 'imdb_cnn_lstm'; None for a preset not named after a dataset and a model."""
+    for dataset in DATASETS:
+        model = preset.removeprefix(f"{dataset}_")
+        if model != preset and model in MODELS:
+            return dataset, model
+    return None
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_to_a_valid_config(preset):
+    cfg = compose_config([f"experiment={preset}"])
+    validate(cfg)
+    assert cfg.trainer.seed == 42, "the benchmarks' figures are for seed 42"
+    named = dataset_and_model(preset)
+    if named:
+        assert (cfg.dataset.name, cfg.model.name) == named
+        assert cfg.tracking.experiment, "a benchmark preset names its MLflow experiment"
+
+
+def test_every_benchmarked_model_has_an_imdb_preset():
+    """The README's IMDB benchmark has one row per flat model, each the command `experiment=imdb_<model>`."""
+    benchmarked = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "gru", "stacked_lstm",
+                   "lstm_no_embedding", "bilstm", "attention_bilstm", "fasttext_bigram"]
+    missing = [model for model in benchmarked if f"imdb_{model}" not in PRESETS]
+    assert not missing, f"no conf/experiment/imdb_<model>.yaml for {missing}"
+
+
+def test_imdb_fasttext_bigram_preset_is_the_benchmark_recipe():
+    """The README's 0.9052 came from these overrides; the preset must compose to exactly that config."""
+    preset = compose_config(["experiment=imdb_fasttext_bigram"])
+    recipe = compose_config(["model=fasttext_bigram", "preprocess.vocab_size=20000", "model.embedding_dropout=0.3",
+                             "trainer.optimizer=lazy_adam", "trainer.epochs=15", "trainer.early_stopping=1",
+                             "tracking.experiment=benchmark_models", "tracking.run_name=benchmark_fasttext_bigram"])
+    assert preset == recipe
+    assert compose_config(["model=fasttext_bigram"]) != recipe, "the model's own config is not the recipe"
+
+
+@pytest.mark.parametrize("dataset", ["dailydialog", "persuasion", "chitchat"])
+def test_thread_presets_train_like_threads_compare(dataset):
+    """A thread row's preset is threads_compare's job for that dataset and model, without the sweep."""
+    for model in ("bilstm", "hier_lstm", "hier_conv"):
+        assert (compose_config([f"experiment={dataset}_{model}"])
+                == compose_config(["experiment=threads_compare", f"dataset={dataset}", f"model={model}"]))
