@@ -44,7 +44,7 @@ def test_imdb_fasttext_bigram_preset_is_the_benchmark_recipe():
     preset = compose_config(["experiment=imdb_fasttext_bigram"])
     recipe = compose_config(["model=fasttext_bigram", "preprocess.vocab_size=20000", "model.embedding_dropout=0.3",
                              "trainer.optimizer=lazy_adam", "trainer.epochs=15", "trainer.early_stopping=1",
-                             "tracking.experiment=benchmark_models", "tracking.run_name=benchmark_fasttext_bigram"])
+                             "tracking.experiment=benchmark_models"])
     assert preset == recipe
     assert compose_config(["model=fasttext_bigram"]) != recipe, "the model's own config is not the recipe"
 
@@ -54,4 +54,4 @@ def test_thread_presets_train_like_threads_compare(dataset):
     """A thread row's preset is threads_compare's job for that dataset and model, without the sweep."""
     for model in ("bilstm", "hier_lstm", "hier_conv"):
         assert (compose_config([f"experiment={dataset}_{model}"])
-                == compose_config(["experiment=threads_compare", f"dataset={dataset}", f"model={model}"]))
+                == compose_config(["experiment=threads_compare", f"dataset={dataset}", f"threads_model={model}"]))
