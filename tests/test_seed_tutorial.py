@@ -40,7 +40,7 @@ def test_the_experiment_composes_as_one_sweep_over_the_tutorial_variants():
 def test_the_sweep_runs_on_a_tiny_subset_and_compare_prints_its_table(real_data_dir, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tiny = [f"data_dir={real_data_dir}", "dataset.max_train=120", "dataset.max_test=60", "preprocess.max_length=24",
-            "model.units=4", "model.embedding_dim=4", "trainer.epochs=1", "trainer.progress=false",
+            "model.units=4", "trainer.epochs=1", "trainer.progress=false",
             "tracking.log_model=false", f"tracking.uri={uri}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run([sys.executable, "-m", "seqlab.cli", "train", "experiment=seed_tutorial", *tiny],

@@ -20,7 +20,7 @@ from seqlab.models import build_model
 from seqlab.models.layers import MessageEncoder
 from seqlab.predict import load, predict_texts, read_examples, read_inputs, read_metadata
 from seqlab.preprocess import HierarchicalPreprocessor, InputSpec, MetadataPreprocessor
-from tests.conftest import REAL_DATA, compose_config
+from tests.conftest import REAL_DATA, compose_config, tiny_model
 
 THREADS = REAL_DATA / "threads"
 
@@ -192,14 +192,14 @@ def test_hierarchical_models_select_their_preprocessing():
 # --- one short epoch on real threads ------------------------------------------------------------------
 
 TINY = ["dataset.max_train=160", "dataset.max_test=80", "preprocess.max_units=6", "preprocess.max_unit_length=12",
-        "preprocess.vocab_size=1500", "model.embedding_dim=16", "model.message_units=8", "model.units=8",
-        "model.filters=8", "trainer.epochs=1", "trainer.batch_size=32", "trainer.progress=false"]
+        "preprocess.vocab_size=1500", "trainer.epochs=1", "trainer.batch_size=32", "trainer.progress=false"]
+SIZES = {"embedding_dim": 16, "message_units": 8, "units": 8, "filters": 8}  # each model takes the keys it has
 
 
 @pytest.mark.slow
 def test_hier_conv_on_dailydialog_with_balanced_class_weights(threads_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose_config(["dataset=dailydialog", "model=hier_conv", f"data_dir={threads_dir}", *TINY,
+    cfg = compose_config(["dataset=dailydialog", *tiny_model("hier_conv", SIZES), f"data_dir={threads_dir}", *TINY,
                           "trainer.class_weight=balanced", "tracking.log_model=false", f"tracking.uri={uri}"])
     train_module.train(cfg)
     client = MlflowClient(uri)
@@ -213,7 +213,8 @@ def test_hier_conv_on_dailydialog_with_balanced_class_weights(threads_dir, tmp_p
 @pytest.mark.slow
 def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a_file(threads_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose_config(["dataset=persuasion", "model=hier_lstm", "model.metadata=true", f"data_dir={threads_dir}",
+    cfg = compose_config(["dataset=persuasion", *tiny_model("hier_lstm", SIZES), "model.metadata=true",
+                          f"data_dir={threads_dir}",
                           *TINY, f"tracking.uri={uri}"])
     train_module.train(cfg)
     client = MlflowClient(uri)

@@ -233,7 +233,8 @@ def resolve_columns(frame: pd.DataFrame, d, path: Path, quiet: bool = False) -> 
         name = DEFAULT_COLUMNS[key]
         return name if name in present else None
 
-    text, messages, thread_id = d.get("text_column"), d.get("messages_column"), d.get("thread_id_column")  # not every source has each
+    # not every source has each of these keys (seqlab.data.ThreadsConfig has messages_column only)
+    text, messages, thread_id = d.get("text_column"), d.get("messages_column"), d.get("thread_id_column")
     if messages:
         layout = "messages"
     elif thread_id:
