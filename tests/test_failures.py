@@ -134,5 +134,5 @@ def test_an_unreadable_checkpoint_on_resume_fails_instead_of_restarting_from_epo
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", unreachable)
     with pytest.raises(RecordingError, match="checkpoint of run"):
         train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run_id}"))
-    run = assert_failed(tracking_uri, "read the checkpoint", "Connection reset by peer")
+    assert_failed(tracking_uri, "read the checkpoint", "Connection reset by peer")
     assert [m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, "loss")] == [0]  # nothing redone

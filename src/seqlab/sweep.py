@@ -22,6 +22,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob
 from seqlab.redaction import redact_credentials, safe_overrides
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run, hands it to every job, closes it with the sweep's outcome."""
 
     def __init__(self) -> None:
-        self.sweep = None  # seqlab.tracking.SweepJob; job is unused on the parent's side
+        self.sweep = None  # seqlab.jobs.SweepJob; job is unused on the parent's side
         self.tracking_uri: str | None = None
 
     @property
@@ -133,8 +134,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         import seqlab
         from seqlab import tracking
-        from seqlab.errors import report_error
-        from seqlab.errors import SeqlabError
+        from seqlab.errors import SeqlabError, report_error
 
         for handler in logging.getLogger().handlers:  # Hydra logs each job's overrides: tracking.uri=user:pw@...
             handler.addFilter(redact_credentials)
@@ -165,15 +165,13 @@ class MlflowSweepCallback(Callback):
             for key, value in {**tags, "sweep.resumed": str(resumed)}.items():
                 client.set_tag(run_id, key, value)
             log.info(f"sweep {name!r} continues under its MLflow parent run {run_id} at {uri}")
-        self.sweep = tracking.SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
+        self.sweep = SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
                                        bucketing=like_for_like(config, swept_models(config)),
                                        swept=sorted(swept(config)))
         self.tracking_uri = uri
         atexit.register(self._end_interrupted)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob
-
         os.environ[OVERRIDES_ENV] = json.dumps(list(config.hydra.overrides.task))
         threads = threads_per_job(config)
         if threads is not None:  # before the job's TensorFlow starts its thread pools; explicit settings win
@@ -190,8 +188,6 @@ class MlflowSweepCallback(Callback):
 
         # The basic launcher runs every job in this process: no run may stay active into the next job.
         _end_leaked_runs("FINISHED" if job_return.status == JobStatus.COMPLETED else "FAILED")
-        from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV
-
         os.environ.pop(SWEEP_ENV, None)
         os.environ.pop(OVERRIDES_ENV, None)
 
@@ -219,8 +215,6 @@ class MlflowSweepCallback(Callback):
 
     def _end_interrupted(self) -> None:
         """At exit without on_multirun_end (a job failed, Ctrl-C): KILLED if a child was, else FAILED."""
-        import sys
-
         from mlflow.tracking import MlflowClient
 
         try:

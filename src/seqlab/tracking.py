@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
-from seqlab.jobs import SweepJob, current_job, job_overrides  # noqa: F401 (SweepJob: seqlab.sweep)
+from seqlab.jobs import current_job, job_overrides
 from seqlab.errors import ConfigError, RecordingError, Terminated
-from seqlab.redaction import REDACTED, SECRET_KEY, URI_CREDENTIALS, redact_uri, redacted, safe_overrides  # noqa: F401
+from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ def configure(cfg: DictConfig) -> str:
         except MlflowException:  # a parallel job created it first
             return mlflow.get_experiment_by_name(name).experiment_id
     except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
-        hint = (f" (pip install the database driver, e.g. psycopg2-binary or pymysql)"
+        hint = (" (pip install the database driver, e.g. psycopg2-binary or pymysql)"
                 if isinstance(error, ImportError) else "")
         raise ConfigError(f"Cannot use the MLflow store tracking.uri={redact_uri(uri)!r}: "
                           f"{redact_uri((str(error).splitlines() or [type(error).__name__])[0])}{hint}") from None
