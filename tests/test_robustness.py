@@ -32,6 +32,10 @@ def seqlab(*args, cwd, env=None):
     ("model=nope", ["model", "nope", "lstm"]),  # unknown group option: lists the options
     ("model.dropuot=0.2", ["model.dropuot", "dropout"]),  # unknown key: lists the keys
     ("+model.dropuot=0.2", ["model.dropuot", "dropout"]),
+    # a key another model has: the chosen model's own keys are listed
+    ("model.filters=8", ["model.filters", "embedding_dim, units, layers, dropout, recurrent_dropout, embedding_dropout"]),
+    ("+model.filters=8", ["model.filters", "model=lstm", "embedding_dropout"]),
+    ("preprocess.max_units=8", ["preprocess.max_units", "max_length"]),  # words, not units x words
     ("trainer.epochs=three", ["trainer.epochs", "three", "Integer"]),  # wrong type
     ("trainer.deterministic=maybe", ["trainer.deterministic", "maybe", "bool"]),
     ("trainer.epochs=-2", ["trainer.epochs", "-2", "[1, inf)"]),  # out of range
