@@ -110,3 +110,12 @@ def test_predict_reads_the_formats_training_reads(tmp_path, name):
     path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
     texts, ids, _ = read_examples(str(path))
     assert ids == ["r1", "r2"] and texts[0] == "a wonderful film" and texts[1].startswith("dull, with")
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly():
+    """`seqlab compare | head`: when the reader of stdout leaves, no traceback (exit 141, as for SIGPIPE)."""
+    process = subprocess.Popen([sys.executable, "-m", "seqlab.cli"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    process.stdout.close()  # before the help is written
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) in (0, 141) and "Traceback" not in stderr and "BrokenPipe" not in stderr

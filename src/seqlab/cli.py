@@ -155,7 +155,14 @@ def _unparsable_override(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_command(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # whoever read stdout left (`seqlab compare | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141  # 128 + SIGPIPE, as shells report it
+
+
+def run_command(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             return compare_main(rest)
     except KeyboardInterrupt as error:  # also SIGTERM during a run (seqlab.errors.Terminated)
         return report_interrupt(error)
-    except SystemExit:
+    except (SystemExit, BrokenPipeError):
         raise
     except Exception as error:  # predict and compare: one paragraph, never a traceback
         return report_error(error)
