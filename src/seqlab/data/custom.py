@@ -459,6 +459,14 @@ def thread_text(messages, speaker_tokens: bool = False) -> str:
     return join_messages([line for line in lines if line])
 
 
+def as_text(value, speaker_tokens: bool = False, thread: bool = False) -> str:
+    """One example as the string a model reads: a thread (messages as strings or {text, speaker} records, or, where
+    `thread`, their JSON list) joined as training joins it; a missing value is an empty text."""
+    if isinstance(value, (list, tuple, np.ndarray)) or (thread and isinstance(value, str)):
+        return thread_text(value, speaker_tokens)
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
 def _thread_or_problem(value, speaker_tokens: bool):
     if _is_missing(value):
         return Problem("a thread with no messages")
