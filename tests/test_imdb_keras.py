@@ -118,7 +118,7 @@ def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from seqlab.predict import load as load_logged_model, predict_texts
+    from seqlab.predict import load as load_logged_model, model_metadata, predict_texts
     from seqlab.train import train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -132,10 +132,11 @@ def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path
              if r.data.params.get("model.name") == "fasttext_bigram"]
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "imdb_keras"
     mlflow.set_tracking_uri(uri)
-    model, class_names = load_logged_model(f"runs:/{run.info.run_id}/model")
+    model = load_logged_model(f"runs:/{run.info.run_id}/model")
+    class_names = model_metadata(f"runs:/{run.info.run_id}/model")["class_names"]
     assert class_names == ["neg", "pos"]
     data = load_dataset(cfg)
-    predicted = predict_texts(model, class_names, data.test.texts)["label"].map(class_names.index).to_numpy()
+    predicted = predict_texts(model, data.test.texts)["label"].map(class_names.index).to_numpy()
     assert np.mean(predicted == data.test.labels) == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
     # raw text with punctuation and capitals goes through the same preprocessing
-    assert len(predict_texts(model, class_names, ["A WONDERFUL plot, loved it!"])) == 1
+    assert len(predict_texts(model, ["A WONDERFUL plot, loved it!"])) == 1

@@ -275,7 +275,8 @@ def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
 
 
 def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
-    """seqlab predict imports seqlab.models.layers only; the saved inner network names its optimizer, LazyAdam."""
+    """The logged model's loader (seqlab.serving.TextClassifier.load_context) imports seqlab's layers and
+    preprocessing only; the saved inner network names its optimizer, LazyAdam."""
     import subprocess
     import sys
 

@@ -110,7 +110,8 @@ def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_conf
 
 
 def test_models_load_in_safe_mode(tmp_path):
-    """A logged model whose file holds Python code (a lambda) is refused instead of run."""
+    """A logged model whose file holds Python code (a lambda) is refused instead of run: here one logged with the
+    Keras flavor, as earlier seqlab versions did (tests/test_serving.py: seqlab's pyfunc models)."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     inputs = keras.Input(shape=(3,))
     model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Lambda(lambda x: x * 2)(inputs)))

@@ -221,11 +221,12 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     [run] = client.search_runs([client.get_experiment_by_name("persuasion").experiment_id])
     assert run.info.status == "FINISHED"
     mlflow.set_tracking_uri(uri)
-    model, class_names = load(f"runs:/{run.info.run_id}/model")
+    model = load(f"runs:/{run.info.run_id}/model")
+    class_names = model.metadata.metadata["class_names"]
     assert class_names == ["donated", "not_donated"]
-    # the imputation and scaling fitted on train travel inside the model
+    # the imputation and scaling fitted on train travel inside the model (the Keras model of seqlab's pyfunc model)
     data = load_dataset(cfg)
-    scale = model.get_layer("scale_metadata")
+    scale = model.unwrap_python_model().model.get_layer("scale_metadata")
     train_mean = np.nanmean(data.train.metadata.astype(np.float64), axis=0)
     assert np.allclose(np.ravel(keras.ops.convert_to_numpy(scale.mean)), train_mean, rtol=1e-5)
     # seqlab predict's path: a JSONL of raw threads with their metadata columns, NaN included
@@ -239,10 +240,11 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     position = {thread_id: i for i, thread_id in enumerate(full.test.ids)}
     assert texts == [full.test.texts[position[i]] for i in ids]  # the same strings training saw
     assert np.allclose(metadata, full.test.metadata[[position[i] for i in ids]], equal_nan=True)
-    predictions = predict_texts(model, class_names, texts, metadata=metadata)
+    predictions = predict_texts(model, texts, metadata=pd.DataFrame(metadata, columns=data.metadata_names))
     assert set(predictions["label"]) <= set(class_names) and predictions["probability"].between(0.5, 1).all()
     # raw text and raw numbers in, the test accuracy of the run out
-    on_test = predict_texts(model, class_names, data.test.texts, metadata=data.test.metadata)
+    on_test = predict_texts(model, data.test.texts, metadata=pd.DataFrame(data.test.metadata,
+                                                                          columns=data.metadata_names))
     accuracy = np.mean(on_test["label"].to_numpy() == np.asarray(class_names)[data.test.labels])
     assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
 

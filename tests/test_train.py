@@ -79,10 +79,11 @@ def test_artifacts(trained):
 
 def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     mlflow.set_tracking_uri(trained.uri)
-    model, class_names = load(f"runs:/{trained.run.info.run_id}/model")
+    model = load(f"runs:/{trained.run.info.run_id}/model")
+    class_names = model.metadata.metadata["class_names"]
     assert class_names == ["neg", "pos"]
     data = load_dataset(trained.cfg)  # the same seeded test sample
-    predictions = predict_texts(model, class_names, data.test.texts)
+    predictions = predict_texts(model, data.test.texts)
     accuracy = np.mean(predictions["label"].map(class_names.index).to_numpy() == data.test.labels)
     assert accuracy == pytest.approx(trained.run.data.metrics["test_accuracy"], abs=1e-9)
 
@@ -102,10 +103,10 @@ def test_predict_cli_text_and_file(trained, tmp_path):
     assert f"seqlab: wrote 3 predictions to {out}" in result.stderr and "seqlab:" not in result.stdout  # status
     assert "A wonderful, moving film." in result.stdout  # the predictions: data on stdout
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["label", "probability"] and len(frame) == 3
+    assert len(frame) == 3 and list(frame.columns) == ["label", "probability", "probability_neg", "probability_pos"]
     assert set(frame["label"]) <= {"neg", "pos"} and ((frame["probability"] >= 0.5) & (frame["probability"] <= 1)).all()
-    model, class_names = load(uri)
-    direct = predict_texts(model, class_names, texts)
+    assert "probability_neg" not in result.stdout  # the printed table: label, probability and the text
+    direct = predict_texts(load(uri), texts)
     assert frame["label"].tolist() == direct["label"].tolist()  # input order kept
 
     jsonl = tmp_path / "in.jsonl"

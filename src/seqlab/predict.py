@@ -1,7 +1,9 @@
 """`seqlab predict MODEL_URI (--text ... | --input FILE) [--output FILE.csv]`: labels for raw text.
 
-The logged model holds its preprocessing, so it takes raw strings; the class names travel in the
-model's MLflow metadata. Predictions go to stdout (and --output), status lines to stderr.
+The logged model holds its preprocessing, so it takes raw strings; it is an MLflow pyfunc model
+(seqlab.serving.TextClassifier), loaded and called as any MLflow client would, so `seqlab predict`, `mlflow
+models serve` and batch scoring share one prediction path. Predictions go to stdout (and --output, with the
+probability of every class), status lines to stderr.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqlab.data.custom import read_table, thread_text
+from seqlab.data.custom import as_text, read_table
 from seqlab.errors import DataError, SeqlabError, report_error
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def read_examples(path: str, column: str | None = None, speaker_tokens: bool = F
                         f"; its columns are {', '.join(map(str, frame.columns))}. Name one with --column.")
     thread = found in THREAD_COLUMNS
     try:
-        texts = [_as_text(value, speaker_tokens, thread) for value in frame[found]]
+        texts = [as_text(value, speaker_tokens, thread) for value in frame[found]]
     except TypeError as error:
         raise DataError(f"--input '{file}' column {found!r}: {error}.") from None
     id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
@@ -108,30 +110,42 @@ def read_metadata(frame: pd.DataFrame, columns: list[str], path: str) -> np.ndar
     return values.to_numpy(np.float32)
 
 
-def _as_text(value, speaker_tokens: bool = False, thread: bool = False) -> str:
-    # a thread: messages as strings or {text, speaker} records; a CSV holds them as a JSON list
-    if isinstance(value, (list, tuple, np.ndarray)) or (thread and isinstance(value, str)):
-        return thread_text(value, speaker_tokens)
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+class KerasFlavorModel:
+    """A model that an earlier seqlab logged with MLflow's Keras flavor only (no seqlab.serving.TextClassifier in
+    it), predicted by the same TextClassifier.predict as the models logged now."""
+
+    def __init__(self, model_uri: str, logged: dict):
+        import mlflow
+
+        import seqlab.models.layers  # noqa: F401  registers seqlab's serializable layers, which the model needs
+        import seqlab.preprocess  # noqa: F401
+        from seqlab.serving import TextClassifier
+
+        # Safe mode (Keras' default, made explicit): a model file cannot run arbitrary Python (lambdas) on load.
+        network = mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
+        outputs = int(network.output_shape[-1])
+        class_names = logged.get("class_names") or [str(i) for i in range(max(outputs, 2))]
+        self.classifier = TextClassifier(class_names, logged.get("metadata_columns"), logged.get("speaker_tokens"))
+        self.classifier.model = network
+
+    def predict(self, data, params=None) -> pd.DataFrame:
+        return self.classifier.predict(None, data, params)
 
 
 def load(model_uri: str):
-    """The Keras model and its class names."""
+    """The logged model, with `predict(DataFrame, params)` as mlflow.pyfunc.load_model gives it (for a model of an
+    earlier seqlab, logged with the Keras flavor only: the same TextClassifier.predict around its network)."""
     import mlflow
-
-    import seqlab.models.layers  # noqa: F401  registers seqlab's serializable layers, which the model needs
-    import seqlab.preprocess  # noqa: F401
 
     try:
         info = mlflow.models.get_model_info(model_uri)
-        # Safe mode (Keras' default, made explicit): a model file cannot run arbitrary Python (lambdas) on load.
-        model = mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
+        if "keras" in info.flavors:
+            return KerasFlavorModel(model_uri, info.metadata or {})
+        return mlflow.pyfunc.load_model(model_uri)
     except Exception as error:  # MLflow raises several types for a bad URI or a missing run
         raise SeqlabError(f"Cannot load model {model_uri!r}: {str(error).splitlines()[0]}. Give runs:/<run_id>/model, "
                           "models:/<name>/<version> or a local model folder, with the store it was logged to "
                           "(--tracking-uri, default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).") from None
-    metadata = info.metadata or {}
-    return model, list(metadata.get("class_names", []))
 
 
 def model_metadata(model_uri: str) -> dict:
@@ -144,19 +158,14 @@ def model_metadata(model_uri: str) -> dict:
         return {}
 
 
-def predict_texts(model, class_names: list[str], texts: list[str], batch_size: int = 256,
-                  metadata: np.ndarray | None = None) -> pd.DataFrame:
-    """Labels and probabilities; `metadata` (raw numbers, NaN allowed) for models logged with model.metadata=true."""
-    from seqlab.evaluate import class_probabilities
-
-    strings = np.asarray(texts, dtype=object)
-    inputs = strings if metadata is None else {"text": strings, "metadata": np.asarray(metadata, np.float32)}
-    outputs = model.predict(inputs, batch_size=batch_size, verbose=0)
-    probabilities = class_probabilities(outputs)
-    predicted = probabilities.argmax(axis=1)
-    names = class_names or [str(i) for i in range(probabilities.shape[1])]
-    return pd.DataFrame({"label": [names[i] for i in predicted],
-                         "probability": probabilities[np.arange(len(predicted)), predicted]})
+def predict_texts(model, texts: list[str], batch_size: int = 256,
+                  metadata: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`label`, `probability` (of that label) and `probability_<class>` per class, one row per text; `metadata`:
+    the numeric columns (raw numbers, NaN allowed) of a model logged with model.metadata=true."""
+    frame = pd.DataFrame({"text": list(texts)})
+    if metadata is not None:
+        frame = frame.join(metadata.reset_index(drop=True))
+    return model.predict(frame, params={"batch_size": batch_size})
 
 
 def main(argv: list[str]) -> int:
@@ -176,10 +185,10 @@ def main(argv: list[str]) -> int:
             args.input, args.column, bool(logged.get("speaker_tokens")))
         if not texts:
             raise DataError(f"--input '{args.input}' holds no texts.")
-        metadata = read_metadata(frame, columns, args.input) if columns else None
-        model, class_names = load(args.model_uri)
+        metadata = pd.DataFrame(read_metadata(frame, columns, args.input), columns=columns) if columns else None
+        model = load(args.model_uri)
         with tracking.interrupts_raised():  # TensorFlow can swallow a Ctrl-C inside predict: ask again after it
-            result = predict_texts(model, class_names, texts, args.batch_size, metadata)
+            result = predict_texts(model, texts, args.batch_size, metadata)
             tracking.raise_if_interrupted()
     except SeqlabError as error:
         return report_error(error)
@@ -191,7 +200,8 @@ def main(argv: list[str]) -> int:
         except OSError as error:
             return report_error(DataError(f"--output '{args.output}' could not be written ({error.strerror})."))
         log.info("wrote %d predictions to %s", len(result), args.output)
-    shown = result.assign(text=[t[:70].replace("\n", " | ") for t in texts])
+    shown = result[[*(["id"] if ids is not None else []), "label", "probability"]].assign(
+        text=[t[:70].replace("\n", " | ") for t in texts])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 

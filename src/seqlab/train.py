@@ -193,7 +193,8 @@ def train(cfg: DictConfig) -> float:
         log.info("test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
         log.info(f"classification report on the test split:\n{report}")
         if cfg.tracking.log_model:
-            log_model(model, preprocessor, data, metadata)
+            log_model(model, preprocessor, data, metadata, step=kept_epoch(model, cfg.trainer, history),
+                      model_name=cfg.model.name)
     tracking.delete_checkpoint(run.info.run_id)  # FINISHED: nothing left to resume
     return objective(cfg, metrics, history)
 
@@ -275,30 +276,80 @@ def fit_metadata(cfg: DictConfig, data) -> MetadataPreprocessor:
     return MetadataPreprocessor(data.metadata_names).fit(data.train.metadata)
 
 
-def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreprocessor | None = None) -> None:
-    """Log the network with the preprocessing in front of it, so the logged model takes raw strings (and, with
-    metadata, raw numbers: the imputation and scaling fitted on train are layers of the model too)."""
+def pickled_by_reference(record: logging.LogRecord) -> bool:
+    """A logging filter: MLflow warns on every log_model that a `python_model` object is pickled, and unpickling
+    may run code. That concerns whoever loads a model from an untrusted store (docs/robustness.md says so), not a
+    training run: seqlab's object is an instance of its own installed class, holding class names and flags."""
+    return "serialized using CloudPickle" not in record.getMessage()
+
+
+def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreprocessor | None = None,
+              step: int = 0, model_name: str | None = None):
+    """Log the network with the preprocessing in front of it as an MLflow pyfunc model (seqlab.serving), which
+    takes a DataFrame of raw strings (and, with metadata, raw numbers: the imputation and scaling fitted on train
+    are layers of the model too). MLflow links the run's metrics at `step` (the epoch whose weights the model
+    holds) to the logged model. Returns its ModelInfo (model_id, model_uri), e.g. to register it."""
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    from seqlab import serving
+
     text = keras.Input(shape=(), dtype="string", name="text")
-    examples = np.asarray(data.test.texts[:2], dtype=str)
     if metadata is None:
-        inputs, network_inputs, sample = text, preprocessor.apply(text), examples
+        inputs, network_inputs = text, preprocessor.apply(text)
     else:
         numbers = keras.Input(shape=(metadata.dim,), dtype="float32", name="metadata")
         inputs = {"text": text, "metadata": numbers}
         network_inputs = {"tokens": preprocessor.apply(text), "metadata": metadata.apply(numbers)}
-        sample = {"text": examples, "metadata": data.test.metadata[:2].astype(np.float32)}
     end_to_end = keras.Model(inputs, model(network_inputs), name=f"{model.name}_on_text")
+    classifier = serving.TextClassifier(data.class_names, metadata.names if metadata else [],
+                                        getattr(preprocessor.cfg, "speaker_tokens", False))
+    columns = classifier.metadata_columns
+    example = pd.DataFrame({serving.TEXT_COLUMN: list(data.test.texts[:2])})
+    if columns:
+        example = example.join(pd.DataFrame(np.asarray(data.test.metadata[:2], np.float64), columns=columns))
+    # text or messages (a thread), both optional in the schema: MLflow drops the columns a signature lacks
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", serving.TEXT_COLUMN, required=False),
+                       ColSpec(AnyType(), serving.THREAD_COLUMN, required=False),
+                       *(ColSpec("double", column) for column in columns)]),
+        outputs=Schema([ColSpec("string", "label"),
+                        *(ColSpec("double", name) for name in classifier.output_columns[1:])]),
+        params=ParamSchema([ParamSpec("batch_size", "long", serving.DEFAULT_BATCH_SIZE)]))
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
-    as_objects = sample | {"text": examples.astype(object)} if metadata else examples.astype(object)
-    # A direct call, not predict(): Keras' tf.data path for string arrays logs a TensorFlow "E0000 ...
-    # use_unbounded_threadpool" line when op determinism and one thread per op are on (harmless but alarming).
-    outputs = keras.ops.convert_to_numpy(end_to_end(as_objects, training=False))
-    signature = mlflow.models.infer_signature(sample, outputs)
-    with named_failure("record the model (artifact 'model') in the MLflow run"):
-        mlflow.keras.log_model(end_to_end, name="model", pip_requirements=requirements, signature=signature,
-                               metadata={"class_names": list(data.class_names), "dataset": data.name,
-                                         "metadata_columns": list(metadata.names) if metadata else [],
-                                         "speaker_tokens": bool(getattr(preprocessor.cfg, "speaker_tokens", False))})
+    # the description MLflow's UI shows on the logged model's page is this tag (Markdown)
+    tags = {"mlflow.note.content": serving.description(model_name or model.name, data.name, classifier)}
+    mlflow_logger = logging.getLogger("mlflow.pyfunc")
+    with tempfile.TemporaryDirectory(prefix="seqlab-model-") as scratch, \
+            named_failure("record the model (artifact 'model') in the MLflow run"):
+        keras_file = Path(scratch) / "model.keras"
+        end_to_end.save(keras_file)
+        mlflow_logger.addFilter(pickled_by_reference)
+        try:
+            return mlflow.pyfunc.log_model(
+                name="model", python_model=classifier, artifacts={serving.KERAS_ARTIFACT: str(keras_file)},
+                signature=signature, input_example=example, pip_requirements=requirements,
+                metadata=serving.model_metadata(classifier, data.name), tags=tags, step=step)
+        finally:
+            mlflow_logger.removeFilter(pickled_by_reference)
+
+
+def kept_epoch(model: keras.Model, trainer_cfg, history: dict[str, list[float]]) -> int:
+    """The epoch whose weights the model holds after training: the last one, or with early stopping the best one,
+    which Keras 3 restores at the end of fit whether or not it stopped early (EarlyStopping.best_epoch: the first
+    epoch with the best `monitor` value among the epochs of this fit, so after a resume the later ones only)."""
+    last = len(history.get("loss", [])) - 1
+    this_fit = getattr(model, "history", None)  # Keras' History callback of the last fit
+    if trainer_cfg.early_stopping is None or this_fit is None or not this_fit.epoch:
+        return max(last, 0)
+    stopping = early_stopping(trainer_cfg)  # its monitor and mode, as training used them
+    values = this_fit.history.get(stopping.monitor, [])
+    best = 0
+    for position, value in enumerate(values):
+        if value < values[best] if stopping.mode == "min" else value > values[best]:
+            best = position
+    return int(this_fit.epoch[best])
 
 
 def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:
