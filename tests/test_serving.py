@@ -1,0 +1,318 @@
+"""Logged models as MLflow clients use them: pyfunc models that a fresh Python process importing only MLflow and
+pandas loads and predicts with, `mlflow models serve`, the signature and description, the final epoch's metrics
+linked to the logged model, and models logged by earlier seqlab versions (Keras flavor only)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from seqlab import predict, serving
+from seqlab import train as train_module
+from seqlab.data import load_dataset
+from seqlab.data.custom import thread_text
+from seqlab.errors import SeqlabError
+from seqlab.models import build_model
+from seqlab.preprocess import InputSpec, WordPreprocessor
+from tests.conftest import compose_config, tiny_model
+
+THREAD_DATA = ["preprocess.vocab_size=500", "dataset.max_train=160", "dataset.max_test=80", "trainer.batch_size=32",
+               "trainer.epochs=1"]
+# (a) flat on IMDB, two epochs so that the final epoch is not the first; (b) hierarchical on 10 DailyDialog topics
+# (names with spaces and '&') read with speaker words; (c) numeric metadata on PersuasionForGood.
+MODELS = {
+    "flat": ["dataset.max_train=200", "dataset.max_test=100", "preprocess.max_length=50", "preprocess.vocab_size=500",
+             *tiny_model("fasttext_bigram"), "trainer.epochs=2"],
+    "hierarchical": ["dataset=dailydialog", *tiny_model("hier_conv"), *THREAD_DATA, "preprocess.max_units=6",
+                     "preprocess.max_unit_length=12", "preprocess.speaker_tokens=true"],
+    "metadata": ["dataset=persuasion", *tiny_model("fasttext_bigram"), "model.metadata=true", *THREAD_DATA,
+                 "preprocess.max_length=60"],
+}
+# What a batch-scoring job or a registry consumer runs: MLflow and pandas, no seqlab import.
+FRESH_PROCESS = """
+import sys
+
+import mlflow
+import pandas as pd
+
+assert "seqlab" not in sys.modules and "keras" not in sys.modules
+models = {}
+for model_uri, source, target in pd.read_pickle(sys.argv[1]):
+    if model_uri not in models:
+        models[model_uri] = mlflow.pyfunc.load_model(model_uri)
+    models[model_uri].predict(pd.read_pickle(source)).to_pickle(target)
+"""
+
+
+def logged_test_accuracy(run) -> float:
+    metrics = run.data.metrics  # the name before and after the metric renaming (test_accuracy -> accuracy/test)
+    return metrics["test_accuracy"] if "test_accuracy" in metrics else metrics["accuracy/test"]
+
+
+def raw_threads(cfg, ids: list[str]) -> list:
+    """The messages ({speaker, text, ...} records) of the threads `ids`, as the dataset's file holds them."""
+    from seqlab.data.threads import find_file
+
+    path = find_file(cfg.dataset.name, cfg.dataset.path, cfg.data_dir)
+    return pd.read_json(path, lines=True).set_index("thread_id").loc[ids, "messages"].tolist()
+
+
+@pytest.fixture(scope="module")
+def logged(real_data_dir, tmp_path_factory):
+    """The three tiny models trained once, each in its own experiment of one store, with their test inputs."""
+    if not (real_data_dir / "threads" / "persuasionforgood_donation.jsonl.gz").exists():
+        pytest.skip(f"thread data not found under {real_data_dir / 'threads'}")
+    workdir = tmp_path_factory.mktemp("serving")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    models = {}
+    for name, overrides in MODELS.items():
+        cfg = compose_config([f"data_dir={real_data_dir}", *overrides, "trainer.checkpoint=false",
+                              "trainer.progress=false", f"tracking.uri={uri}", f"tracking.experiment=serving-{name}"])
+        train_module.train(cfg)
+        [run] = client.search_runs([client.get_experiment_by_name(f"serving-{name}").experiment_id])
+        data = load_dataset(cfg)  # the same seeded test sample the run was tested on
+        inputs = pd.DataFrame({"text": data.test.texts})
+        if data.metadata_names and cfg.model.metadata:
+            inputs = inputs.join(pd.DataFrame(data.test.metadata.astype(np.float64), columns=data.metadata_names))
+        models[name] = SimpleNamespace(cfg=cfg, run=run, data=data, inputs=inputs,
+                                       uri=f"runs:/{run.info.run_id}/model")
+    return SimpleNamespace(uri=uri, client=client, workdir=workdir, models=models)
+
+
+@pytest.fixture(scope="module")
+def fresh_predictions(logged, server):
+    """Each model's predictions from one fresh process: its test texts, and for the thread model the same threads
+    given as a `messages` column of {speaker, text} records (the JSON a CSV holds, for every other row)."""
+    hierarchical = logged.models["hierarchical"]
+    messages = raw_threads(hierarchical.cfg, hierarchical.data.test.ids)
+    threads = pd.DataFrame({"messages": [json.dumps(m) if i % 2 else m for i, m in enumerate(messages)]})
+    inputs = {name: (model.uri, model.inputs) for name, model in logged.models.items()}
+    inputs["threads"] = (hierarchical.uri, threads)
+    jobs, targets = [], {}
+    for name, (model_uri, frame) in inputs.items():
+        source, targets[name] = logged.workdir / f"{name}.in.pkl", logged.workdir / f"{name}.out.pkl"
+        frame.to_pickle(source)
+        jobs.append((model_uri, str(source), str(targets[name])))
+    pd.to_pickle(jobs, logged.workdir / "jobs.pkl")
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": logged.uri}
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(logged.workdir / "jobs.pkl")],
+                          capture_output=True, text=True, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {name: pd.read_pickle(target) for name, target in targets.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+@pytest.fixture(scope="module")
+def server(logged):
+    """`mlflow models serve` of the flat model, from this environment; `wait_until_up()` gives its URL. Started
+    before the fresh process runs, so that the two start-ups (Python, TensorFlow, the model) overlap."""
+    bin_dir = Path(sys.executable).parent  # mlflow, and uvicorn, which it starts by name
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": logged.uri,
+                   "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    url, log_path = f"http://127.0.0.1:{free_port()}", logged.workdir / "serve.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([str(bin_dir / "mlflow"), "models", "serve", "-m", logged.models["flat"].uri,
+                                    "--env-manager", "local", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]],
+                                   stdout=log, stderr=subprocess.STDOUT, env=environment,
+                                   start_new_session=True)  # its own process group: uvicorn ends with it
+
+    def wait_until_up(seconds: float = 240) -> str:
+        deadline = time.monotonic() + seconds
+        while True:
+            assert process.poll() is None, f"mlflow models serve ended: {log_path.read_text()[-3000:]}"
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                    if response.status == 200:
+                        return url
+            except OSError:  # not listening yet
+                pass
+            assert time.monotonic() < deadline, f"no answer to /ping: {log_path.read_text()[-3000:]}"
+            time.sleep(0.5)
+
+    try:
+        yield SimpleNamespace(wait_until_up=wait_until_up)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# --- fast: a tiny untrained network, logged as seqlab logs it -----------------------------------------
+
+TEXTS = ["a wonderful film with great acting", "a terrible film with awful acting", "loved it", "hated it"]
+
+
+def end_to_end_model(num_classes: int = 2) -> keras.Model:
+    cfg = compose_config([*tiny_model("fasttext_bigram"), "preprocess.vocab_size=40", "preprocess.max_length=8"])
+    preprocessor = WordPreprocessor(cfg.preprocess).fit(TEXTS)
+    network = build_model(cfg.model, InputSpec(vocab_size=40, sequence_shape=(8,), num_classes=num_classes,
+                                               mask_zero=preprocessor.mask_zero))
+    text = keras.Input(shape=(), dtype="string", name="text")
+    return keras.Model(text, network(preprocessor.apply(text)))
+
+
+def test_a_keras_flavor_model_of_an_earlier_seqlab_predicts_as_the_pyfunc_model_does(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = end_to_end_model(num_classes=3)
+    model.save(tmp_path / "model.keras")
+    classifier = serving.TextClassifier(["a", "b", "c"])
+    with mlflow.start_run():
+        legacy = mlflow.keras.log_model(model, name="model", pip_requirements=["keras"],
+                                        metadata={"class_names": ["a", "b", "c"], "metadata_columns": []})
+        current = mlflow.pyfunc.log_model(name="model_now", python_model=classifier, pip_requirements=["keras"],
+                                          artifacts={serving.KERAS_ARTIFACT: str(tmp_path / "model.keras")})
+    old, new = predict.load(legacy.model_uri), predict.load(current.model_uri)
+    assert isinstance(old, predict.KerasFlavorModel) and isinstance(new, mlflow.pyfunc.PyFuncModel)
+    frame = pd.DataFrame({"text": [*TEXTS, "an unseen review"]})
+    expected = new.predict(frame)
+    assert list(expected.columns) == ["label", "probability", "probability_a", "probability_b", "probability_c"]
+    pd.testing.assert_frame_equal(old.predict(frame), expected)
+    assert np.allclose(expected.filter(like="probability_").sum(axis=1), 1, atol=1e-5)
+    # direct calls of the class take bare texts too; the table keeps a Series' index
+    direct = old.classifier.predict(None, pd.Series(TEXTS, index=[7, 8, 9, 10]), params={"batch_size": 3})
+    assert direct.index.tolist() == [7, 8, 9, 10] and direct["label"].tolist() == expected["label"][:4].tolist()
+
+
+def test_a_pyfunc_model_whose_file_holds_python_code_is_refused(tmp_path):
+    """Safe mode: a .keras file with a lambda in it is not run on load."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    inputs = keras.Input(shape=(3,))
+    keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Lambda(lambda x: x * 2)(inputs))).save(
+        tmp_path / "model.keras")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=serving.TextClassifier(["neg", "pos"]),
+                                       artifacts={serving.KERAS_ARTIFACT: str(tmp_path / "model.keras")},
+                                       pip_requirements=["keras"])
+    with pytest.raises(SeqlabError, match="safe_mode"):
+        predict.load(info.model_uri)
+
+
+def test_inputs_without_the_expected_columns_are_refused_by_name():
+    classifier = serving.TextClassifier(["neg", "pos"], metadata_columns=["age", "income"])
+    with pytest.raises(ValueError, match=r"'text' column .* or a 'messages' column .* columns: 'review'"):
+        classifier.read_input(pd.DataFrame({"review": ["fine"], "age": [1.0], "income": [2.0]}))
+    with pytest.raises(ValueError, match=r"metadata columns age, income .* lacks income"):
+        classifier.read_input(pd.DataFrame({"text": ["fine"], "age": [1.0]}))
+    with pytest.raises(ValueError, match=r"Row 2: metadata column 'income' holds 'lots', not a number"):
+        classifier.read_input(pd.DataFrame({"text": ["a", "b"], "age": [1.0, None], "income": [2.0, "lots"]}))
+    with pytest.raises(ValueError, match="also takes numeric metadata"):
+        classifier.read_input(["a bare list of texts"])
+    texts, metadata, _ = classifier.read_input(pd.DataFrame({"messages": ['["Hi", "Hello."]'], "age": [None],
+                                                             "income": [3]}))
+    assert texts == [thread_text(["Hi", "Hello."])] and np.isnan(metadata[0, 0]) and metadata[0, 1] == 3
+
+
+def test_kept_epoch_is_the_epoch_whose_weights_keras_restored():
+    """With early stopping, Keras 3 restores the best epoch's weights at the end of fit, stopped early or not."""
+    cfg = compose_config(["trainer.early_stopping=10", "trainer.monitor=val_loss"])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=5.0), loss="binary_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(64, 3)), np.arange(64) % 2  # noise: val_loss wanders
+    stopping = train_module.early_stopping(cfg.trainer)
+    history = model.fit(x[:48], y[:48], validation_data=(x[48:], y[48:]), epochs=8, callbacks=[stopping],
+                        verbose=0).history
+    assert train_module.kept_epoch(model, cfg.trainer, history) == stopping.best_epoch
+    assert train_module.kept_epoch(model, compose_config().trainer, history) == 7  # no early stopping: the last
+
+
+# --- slow: three tiny models trained on real data -------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_fresh_process_loads_the_logged_model_and_reproduces_the_test_accuracy(logged, fresh_predictions, name):
+    model, predictions = logged.models[name], fresh_predictions[name]
+    class_names = model.data.class_names
+    assert list(predictions.columns) == ["label", "probability", *(f"probability_{c}" for c in class_names)]
+    assert len(predictions) == len(model.data.test) and set(predictions["label"]) <= set(class_names)
+    probabilities = predictions[[f"probability_{c}" for c in class_names]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert np.allclose(predictions["probability"], probabilities.max(axis=1))
+    accuracy = np.mean(predictions["label"].to_numpy() == np.asarray(class_names)[model.data.test.labels])
+    assert accuracy == pytest.approx(logged_test_accuracy(model.run), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_threads_given_as_messages_read_as_training_read_them(fresh_predictions):
+    """{speaker, text} records (lists, or their JSON) with the model's speaker words: the predictions of the texts
+    training built from the same threads."""
+    pd.testing.assert_frame_equal(fresh_predictions["threads"], fresh_predictions["hierarchical"])
+
+
+@pytest.mark.slow
+def test_signature_metadata_and_description(logged):
+    mlflow.set_tracking_uri(logged.uri)
+    for name, model in logged.models.items():
+        info = mlflow.models.get_model_info(model.uri)
+        columns = model.data.metadata_names if model.cfg.model.metadata else []
+        assert info.signature.inputs.input_names() == ["text", "messages", *columns], name
+        assert info.signature.inputs.required_input_names() == columns
+        assert info.signature.outputs.input_names() == ["label", "probability",
+                                                        *(f"probability_{c}" for c in model.data.class_names)]
+        assert info.flavors.keys() == {"python_function"} and info.metadata == {
+            "class_names": model.data.class_names, "dataset": model.cfg.dataset.name, "metadata_columns": columns,
+            "speaker_tokens": name == "hierarchical"}
+        assert info.saved_input_example_info is not None  # MLflow's UI shows it, serving validated it
+        note = logged.client.get_logged_model(info.model_id).tags["mlflow.note.content"]
+        assert f"`{model.cfg.model.name}` classifier trained on `{model.cfg.dataset.name}`" in note
+        assert "`messages` column" in note and ("`persuadee_age`" in note) == (name == "metadata")
+
+
+@pytest.mark.slow
+def test_the_logged_model_holds_the_metrics_of_the_final_epoch(logged):
+    run, client = logged.models["flat"].run, logged.client
+    [output] = run.outputs.model_outputs
+    assert output.step == 1  # trainer.epochs=2: the second epoch, not the first
+    expected = {}
+    for key in run.data.metrics:
+        expected |= {(key, m.step): m.value for m in client.get_metric_history(run.info.run_id, key) if m.step == 1}
+    linked = {(m.key, m.step): m.value for m in client.get_logged_model(output.model_id).metrics}
+    assert linked == expected and len({key for key, _ in linked}) >= 4  # loss, accuracy, val_loss, val_accuracy
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_invocations(server):
+    url = server.wait_until_up()
+    texts = ["A wonderful, moving film.", "Awful and boring."]
+    status, records = post(f"{url}/invocations", {"dataframe_records": [{"text": t} for t in texts]})
+    assert status == 200, records
+    status, columns = post(f"{url}/invocations", {"inputs": {"text": texts}, "params": {"batch_size": 1}})
+    assert status == 200 and columns == records, columns
+    answers = pd.DataFrame(records["predictions"])
+    assert list(answers.columns) == ["label", "probability", "probability_neg", "probability_pos"]
+    assert len(answers) == 2 and set(answers["label"]) <= {"neg", "pos"}
+    assert np.allclose(answers[["probability_neg", "probability_pos"]].sum(axis=1), 1, atol=1e-5)
+    status, refused = post(f"{url}/invocations", {"dataframe_records": [{"review": texts[0]}]})
+    assert status == 400 and "'text' column" in refused.get("stack_trace", refused["message"])
