@@ -52,15 +52,15 @@ def test_run_finished_with_flattened_params_and_tags(trained):
 
 def test_per_epoch_and_test_metrics(trained):
     client, run_id = trained.client, trained.run.info.run_id
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+    for key in ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "time/epoch_seconds"):
         history = client.get_metric_history(run_id, key)
         assert sorted(m.step for m in history) == [0, 1], key
     metrics = trained.run.data.metrics
-    for key in ("test_loss", "test_accuracy", "test_f1_macro", "test_roc_auc", "train_seconds"):
+    for key in ("loss/test", "accuracy/test", "f1_macro/test", "roc_auc/test", "time/train_seconds"):
         assert np.isfinite(metrics[key]), key
-    assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["test_roc_auc"] <= 1
-    assert trained.returned == metrics["test_accuracy"]
-    assert metrics["train_seconds"] >= sum(m.value for m in client.get_metric_history(run_id, "epoch_seconds")) * 0.9
+    assert 0 <= metrics["accuracy/test"] <= 1 and 0 <= metrics["roc_auc/test"] <= 1
+    assert trained.returned == metrics["accuracy/test"]
+    assert metrics["time/train_seconds"] >= sum(m.value for m in client.get_metric_history(run_id, "time/epoch_seconds")) * 0.9
 
 
 def test_artifacts(trained):
@@ -84,7 +84,7 @@ def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     data = load_dataset(trained.cfg)  # the same seeded test sample
     predictions = predict_texts(model, class_names, data.test.texts)
     accuracy = np.mean(predictions["label"].map(class_names.index).to_numpy() == data.test.labels)
-    assert accuracy == pytest.approx(trained.run.data.metrics["test_accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
 
 
 def test_predict_cli_text_and_file(trained, tmp_path):

@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from seqlab.errors import SeqlabError, redact_uri, report_error
+from seqlab.metrics import canonical, higher_is_better
 
-METRIC_COLUMNS = ["test_accuracy", "test_f1_macro", "test_roc_auc", "test_loss", "val_accuracy", "epochs",
-                  "epoch_seconds", "train_seconds"]
+METRIC_COLUMNS = ["accuracy/test", "f1_macro/test", "roc_auc/test", "loss/test", "accuracy/val", "time/epochs",
+                  "time/epoch_seconds", "time/train_seconds"]
 SEED = "trainer.seed"
 DERIVED = "derived."  # facts that follow from the config and the data (seqlab.train.derived_params)
 # Runs of earlier seqlab versions: the overrides blob and MLflow's Keras callback's copy of the optimizer.
@@ -36,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab compare", description="Compare runs recorded by 'seqlab train'.")
     p.add_argument("--experiment", help="MLflow experiment name (default: every experiment in the store)")
     p.add_argument("--sweep", help="only the runs of this sweep (tracking.sweep, or the name 'seqlab train -m' printed)")
-    p.add_argument("--metric", default="test_accuracy", help="sort by this metric, best first (default: test_accuracy)")
+    p.add_argument("--metric", default="accuracy/test", help="sort by this metric, best first (default: accuracy/test; "
+                   "the names of older runs, such as test_accuracy, work too)")
     p.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     p.add_argument("--per-run", action="store_true", help="one row per run: do not average runs that differ only in "
                                                           "trainer.seed")
@@ -73,6 +75,7 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
         raise SeqlabError(f"Cannot read the MLflow store {tracking_uri}: {str(error).splitlines()[0]}") from None
     if runs.empty:
         return runs
+    runs = with_current_metric_names(runs)
     role = runs.get("tags.sweep.role", pd.Series(index=runs.index, dtype=object))
     runs = runs[role != "parent"]
     if sweep is not None:
@@ -84,6 +87,16 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
                               f"{', '.join(known) or 'none'}.")
         runs = runs[names == sweep]
     return runs.reset_index(drop=True)
+
+
+def with_current_metric_names(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of seqlab 0.1 logged `test_accuracy`, `val_loss`...: their values join today's columns."""
+    for column in [c for c in runs.columns if c.startswith("metrics.")]:
+        current = f"metrics.{canonical(column[8:])}"
+        if current != column:
+            runs[current] = runs[current].fillna(runs[column]) if current in runs else runs[column]
+            runs = runs.drop(columns=column)
+    return runs
 
 
 def compared(param: str) -> bool:
@@ -112,9 +125,10 @@ def varying_facts(runs: pd.DataFrame) -> list[str]:
                   and runs[c].astype(str).nunique(dropna=False) > 1)
 
 
-def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",
+def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "accuracy/test",
                finished_only: bool = True, sweep: str | None = None, per_run: bool = False) -> pd.DataFrame:
     """The comparison table: one row per run, or per group of runs that differ only in their seed."""
+    metric = canonical(metric)
     runs = search(tracking_uri, experiment, sweep, finished_only)
     if runs.empty:
         return pd.DataFrame()
@@ -123,9 +137,9 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "
                           "status": runs["status"], "model": runs.get("params.model.name")})
     for name in [*params, *facts]:
         table[name] = runs[f"params.{name}"]
-    if "metrics.train_seconds" in runs and "metrics.epochs" in runs:
+    if "metrics.time/train_seconds" in runs and "metrics.time/epochs" in runs:
         # the run's mean; the metric of that name holds only the last epoch's
-        runs["metrics.epoch_seconds"] = runs["metrics.train_seconds"] / runs["metrics.epochs"]
+        runs["metrics.time/epoch_seconds"] = runs["metrics.time/train_seconds"] / runs["metrics.time/epochs"]
     metrics = [name for name in METRIC_COLUMNS if f"metrics.{name}" in runs]
     for name in metrics:
         table[name] = runs[f"metrics.{name}"]
@@ -137,7 +151,7 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "
     elif not (table["status"] != "FINISHED").any():
         table = table.drop(columns="status")
     table = table.drop(columns=sorted(set(params) - set(shown_params(runs, params))))
-    table = table.sort_values(metric, ascending=metric.endswith("loss"), na_position="last", kind="stable")
+    table = table.sort_values(metric, ascending=not higher_is_better(metric), na_position="last", kind="stable")
     return table.reset_index(drop=True)
 
 
@@ -168,7 +182,7 @@ def cell(column: str, value, spread=None) -> str:
         return text
     if "seconds" in column:
         digits = 1
-    elif column == "epochs" and value.is_integer() and not spread:
+    elif column == "time/epochs" and value.is_integer() and not spread:
         digits = 0
     else:
         digits = 4
@@ -226,5 +240,5 @@ def main(argv: list[str]) -> int:
         print(to_markdown(table))
     else:
         scope = f"sweep {args.sweep!r}" if args.sweep else args.experiment or "all experiments"
-        print_rich(table, f"{scope} ({redact_uri(args.tracking_uri)}), by {args.metric}")
+        print_rich(table, f"{scope} ({redact_uri(args.tracking_uri)}), by {canonical(args.metric)}")
     return 0
