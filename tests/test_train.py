@@ -30,7 +30,11 @@ def trained(real_data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     cfg = compose_config([f"data_dir={real_data_dir}", *SMALL, f"tracking.uri={uri}", "tracking.experiment=it"])
-    returned = train_module.train(cfg)
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"  # a short run still gets system metrics
+    try:
+        returned = train_module.train(cfg)
+    finally:
+        del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("it").experiment_id])
     return SimpleNamespace(cfg=cfg, returned=returned, uri=uri, run=run, client=client, workdir=workdir)
@@ -47,7 +51,23 @@ def test_run_finished_with_flattened_params_and_tags(trained):
     assert run.data.params["model.name"] == "lstm" and run.data.params["trainer.epochs"] == "2"
     tags = run.data.tags
     assert tags["dataset"] == "imdb" and tags["model"] == "lstm"
-    assert tags["seqlab_version"] and len(tags["git_commit"]) in (40, len("unknown"))
+    assert tags["seqlab_version"] and tags["mlflow.source.name"] == "seqlab train"
+    assert len(tags.get("mlflow.source.git.commit", "0" * 40)) == 40  # where seqlab runs from a git checkout
+
+
+def test_lineage_description_and_system_metrics(trained):
+    """The UI's Dataset column (one input per split, digests of the examples read), the run's description, and
+    MLflow's system metrics."""
+    run = trained.run
+    data = load_dataset(trained.cfg)
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs if i.tags}
+    assert set(inputs) == {"train", "validation", "test"}
+    for context, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        assert inputs[context].name == "imdb" and json.loads(inputs[context].profile)["num_rows"] == len(split)
+        assert json.loads(inputs[context].schema)["mlflow_colspec"][0]["name"] == "text"
+    assert len({dataset.digest for dataset in inputs.values()}) == 3  # three different sets of examples
+    assert run.data.tags["mlflow.note.content"].startswith("**lstm** on **imdb**, seed 42: `seqlab train")
+    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
 
 
 def test_per_epoch_and_test_metrics(trained):

@@ -103,6 +103,7 @@ class TrackingConfig:
     run_name: Optional[str] = None
     log_model: bool = True
     sweep: Optional[str] = None  # a --multirun's name (its parent run); the same name continues it
+    system_metrics: bool = True  # MLflow's CPU, memory, disk, network (and GPU) metrics, every 10 s
 
 
 @dataclass

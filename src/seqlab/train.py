@@ -169,8 +169,13 @@ def train(cfg: DictConfig) -> float:
     resume_run_id = resumed.info.run_id if resumed else None
     with tracking.tracked_run(cfg, experiment_id, tags, resume_run_id) as run:
         log.info(f"MLflow run {run.info.run_id} in experiment {tracking.experiment_name(cfg)!r} "
-              f"at {tracking.redact_uri(cfg.tracking.uri)}")
+              f"at {tracking.redact_uri(cfg.tracking.uri)}; in the UI: "
+              f"{tracking.run_link(cfg.tracking.uri, experiment_id, run.info.run_id)}"
+              f"{' (make ui)' if not cfg.tracking.uri.startswith('http') else ''}")
         mlflow.log_metric("time/prepare_seconds", prepare_seconds)
+        if not resumed:
+            with named_failure(f"record the dataset inputs of MLflow run {run.info.run_id}"):
+                tracking.log_dataset(data)
         model = build_model(cfg.model, spec)
         mlflow.log_params(derived_params(model, preprocessor, boundaries))
         mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
