@@ -101,9 +101,9 @@ def check_same_examples(first: Predictions, second: Predictions) -> None:
         reason = (f"{len(first.ids)} and {len(second.ids)} test examples, "
                   f"{only} ids in only one of them" if only else "the same ids, repeated differently")
     raise SeqlabError(f"Cannot compare run {first.run} with run {second.run} example by example: their test sets "
-                      f"differ ({reason}). A paired test needs the same test examples: runs on another dataset, or "
-                      "with dataset.max_test or dataset.test_split (both drawn with trainer.seed), cannot be paired; "
-                      "compare them without --baseline, or narrow the runs with --experiment or --sweep.")
+                      f"differ ({reason}). A paired test needs the same test examples: runs on other data, or whose "
+                      "dataset.max_test or dataset.test_split samples differ (trainer.seed draws them too), cannot be "
+                      "paired; compare them without --baseline, or narrow the runs with --experiment or --sweep.")
 
 
 def bootstrap_interval(differences: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED,
