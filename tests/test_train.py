@@ -18,6 +18,7 @@ from seqlab import train as train_module
 from seqlab.config import is_location_key, to_flat_dict
 from seqlab.data import load_dataset
 from seqlab.predict import load, predict_texts
+from seqlab.significance import PREDICTIONS_ARTIFACT, read_predictions
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.slow
@@ -95,6 +96,20 @@ def test_artifacts(trained):
     assert "lstm" in summary.lower() and "embedding" in summary.lower()
     # artifacts live beside the SQLite store, not in ./mlruns of the current directory
     assert (trained.workdir / "mlartifacts").is_dir()
+
+
+def test_test_predictions_are_logged_one_row_per_test_example(trained):
+    """predictions/test.csv, what `seqlab compare --baseline` pairs runs on: the test split's ids and labels, each
+    class's probability, and predictions whose accuracy is the logged one."""
+    path = mlflow.artifacts.download_artifacts(run_id=trained.run.info.run_id, artifact_path=PREDICTIONS_ARTIFACT,
+                                               tracking_uri=trained.uri)
+    table = read_predictions(path)
+    test = load_dataset(trained.cfg).test  # the same seeded test sample
+    assert len(table) == len(test) == 200 and table["id"].tolist() == test.ids
+    assert table["label"].tolist() == [["neg", "pos"][label] for label in test.labels]
+    assert np.allclose(table[["probability_neg", "probability_pos"]].sum(axis=1), 1, atol=1e-6)
+    accuracy = (table["label"] == table["predicted"]).mean()
+    assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
 
 
 def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):

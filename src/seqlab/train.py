@@ -31,6 +31,7 @@ from seqlab.models import build_model, loss_for
 from seqlab.optimizers import OPTIMIZERS
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
+from seqlab.significance import PREDICTIONS_ARTIFACT, log_predictions
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,8 @@ def train(cfg: DictConfig) -> float:
             # at the step of the epoch whose weights were tested: the logged model links that step's metrics
             with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
                 mlflow.log_metrics(metrics, step=kept)
+            with named_failure(f"record {PREDICTIONS_ARTIFACT} in MLflow run {run.info.run_id}"):
+                log_predictions(data.test.labels, outputs, data.class_names, data.test.ids)
             with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
                 mlflow.log_text(report, "classification_report.txt")
             for figure, name in ((confusion, "confusion_matrix.png"), (curves, "learning_curves.png")):
