@@ -102,7 +102,8 @@ def check_same_examples(first: Predictions, second: Predictions) -> None:
                   f"{only} ids in only one of them" if only else "the same ids, repeated differently")
     raise SeqlabError(f"Cannot compare run {first.run} with run {second.run} example by example: their test sets "
                       f"differ ({reason}). A paired test needs the same test examples: runs on other data, or whose "
-                      "dataset.max_test or dataset.test_split samples differ (trainer.seed draws them too), cannot be "
+                      "dataset.max_test or dataset.test_split differ (or that ran before seqlab fixed the test sample "
+                      "across trainer.seed), cannot be "
                       "paired; compare them without --baseline, or narrow the runs with --experiment or --sweep.")
 
 
