@@ -7,6 +7,7 @@ EXTRAS ?= test,sweep
 SEQLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export SEQLAB_DATA_DIR
 ARGS ?=
+PORT ?= 5000
 
 .PHONY: install train test test-fast sweep ui server clean
 
@@ -32,12 +33,14 @@ sweep: install  ## the tutorial's comparison: one multirun into one MLflow exper
 	$(BIN)/seqlab train experiment=$(SWEEP) $(ARGS)
 	$(BIN)/seqlab compare --experiment $(SWEEP)
 
-ui: install  ## MLflow UI on the local store
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+# One worker and no job runner (the defaults take 1.8 GB and over a minute to start on 2 cores).
+ui: install  ## MLflow UI on the local store ./mlflow.db at http://127.0.0.1:$(PORT) (Ctrl-C stops it)
+	@$(BIN)/python -c 'import mlflow; [print(f"{e.name}: http://127.0.0.1:$(PORT)/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning") for e in mlflow.MlflowClient("sqlite:///mlflow.db").search_experiments() if e.name != "Default"]' 2>/dev/null || true
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 1 \
+		--backend-store-uri sqlite:///mlflow.db
 
 # A tracking server for a team or for parallel jobs: point runs at it with tracking.uri=http://127.0.0.1:$(PORT).
 # One worker and no job runner: ready in about 10 s with 0.5 GB (the defaults take 35 s and 2.2 GB on 2 cores).
-PORT ?= 5000
 SERVER_DIR ?= mlflow-server
 server: install  ## MLflow tracking server on 127.0.0.1:$(PORT): SQLite store and artifacts in $(SERVER_DIR)/ (Ctrl-C stops it)
 	mkdir -p $(SERVER_DIR)

@@ -159,9 +159,9 @@ def run_seqlab(items: list[str], bucketing: bool, store: Path) -> dict:
     experiment = client.get_experiment_by_name("bench_speed")
     [run] = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'",
                                order_by=["attributes.start_time DESC"], max_results=1)
-    history = sorted(client.get_metric_history(run.info.run_id, "epoch_seconds"), key=lambda m: m.step)
-    return {"epoch_seconds": [m.value for m in history], "fit_seconds": run.data.metrics["train_seconds"],
-            "test_accuracy": run.data.metrics["test_accuracy"], "startup_seconds": first_step[0]}
+    history = sorted(client.get_metric_history(run.info.run_id, "time/epoch_seconds"), key=lambda m: m.step)
+    return {"epoch_seconds": [m.value for m in history], "fit_seconds": run.data.metrics["time/train_seconds"],
+            "test_accuracy": run.data.metrics["accuracy/test"], "startup_seconds": first_step[0]}
 
 
 def run_steps(items: list[str], batches: int) -> dict:

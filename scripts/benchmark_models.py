@@ -68,7 +68,7 @@ def machine() -> str:
 def finished_runs(client, experiment_id: str, model: str):
     runs = client.search_runs([experiment_id], filter_string=f"params.`model.name` = '{model}' and "
                               "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
-    return [run for run in runs if "test_accuracy" in run.data.metrics]
+    return [run for run in runs if "accuracy/test" in run.data.metrics]
 
 
 def run_model(model: str, args, settings: list[str], machine_text: str) -> None:
@@ -147,15 +147,15 @@ def results_table(args, models: list[str]) -> tuple[str, str]:
         wanted = " ".join(overrides_for(model, args.extra))
         run = next((r for r in runs if settings_of(r) == wanted), runs[0])
         metrics, tags = run.data.metrics, run.data.tags
-        epochs = int(metrics.get("epochs", 0)) or None
-        seconds = metrics["train_seconds"] / epochs if epochs and "train_seconds" in metrics else None
+        epochs = int(metrics.get("time/epochs", 0)) or None
+        seconds = metrics["time/train_seconds"] / epochs if epochs and "time/train_seconds" in metrics else None
         count = parameter_count(client, run)
         settings = settings_of(run)
         machines.add(tags.get("machine", "unknown machine"))
         dates.add(date.fromtimestamp(run.info.start_time / 1000).isoformat())
         cells = [f"`{model}`", cell(count, "{:,}"), cell(epochs, "{}"), cell(seconds, "{:.0f}"),
-                 cell(metrics.get("test_accuracy"), "{:.4f}"), cell(metrics.get("test_f1_macro"), "{:.4f}"),
-                 cell(metrics.get("test_roc_auc"), "{:.4f}"), f"`seqlab train {settings}`" if settings else ""]
+                 cell(metrics.get("accuracy/test"), "{:.4f}"), cell(metrics.get("f1_macro/test"), "{:.4f}"),
+                 cell(metrics.get("roc_auc/test"), "{:.4f}"), f"`seqlab train {settings}`" if settings else ""]
         rows.append("| " + " | ".join(cells) + " |")
     machine_line = f"Machine: {'; '.join(sorted(machines)) or 'unknown'}. Run on {', '.join(sorted(dates))}."
     return header + "\n" + "\n".join(rows), machine_line

@@ -80,8 +80,8 @@ def results(tracking_uri: str, experiment: str) -> pd.DataFrame:
     if runs.empty:
         raise SystemExit(f"No finished runs in experiment {experiment!r} at {tracking_uri}.")
     runs = runs.rename(columns={"params.dataset.name": "dataset", "params.model.name": "model",
-                                "params.model.metadata": "metadata", "metrics.test_accuracy": "accuracy",
-                                "metrics.test_f1_macro": "f1_macro", "metrics.train_seconds": "seconds"})
+                                "params.model.metadata": "metadata", "metrics.accuracy/test": "accuracy",
+                                "metrics.f1_macro/test": "f1_macro", "metrics.time/train_seconds": "seconds"})
     table = runs.groupby(["dataset", "model", "metadata"]).agg(
         runs=("accuracy", "size"), accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"),
         f1_macro=("f1_macro", "mean"), f1_macro_std=("f1_macro", "std"), seconds=("seconds", "mean"),

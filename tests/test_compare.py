@@ -20,6 +20,8 @@ BASE = {"model.name": "lstm", "model.units": "100", "trainer.epochs": "2", "trai
 RUNS = [("seeds", "100", "1", 0.80), ("seeds", "100", "2", 0.84), ("seeds", "100", "3", 0.86),
         ("seeds", "50", "1", 0.78), ("seeds", "50", "2", 0.74), ("seeds", "50", "3", 0.79),
         ("other", "25", "1", 0.70)]
+LEGACY_NAMES = {"accuracy/test": "test_accuracy", "loss/test": "test_loss", "accuracy/val": "val_accuracy",
+                "time/epochs": "epochs", "time/train_seconds": "train_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,11 @@ def store(tmp_path_factory) -> str:
         params = {**BASE, "model.units": units, "trainer.seed": seed, "tracking.run_name": f"{sweep}-{number}"}
         for key, value in params.items():
             client.log_param(run_id, key, value)
-        for key, value in {"test_accuracy": accuracy, "test_loss": 1 - accuracy, "val_accuracy": accuracy + 0.01,
-                           "epochs": 2, "train_seconds": 10.0 + number}.items():
+        metrics = {"accuracy/test": accuracy, "loss/test": 1 - accuracy, "accuracy/val": accuracy + 0.01,
+                   "time/epochs": 2, "time/train_seconds": 10.0 + number}
+        if sweep == "other":  # a run of seqlab 0.1: test_accuracy, val_accuracy, epochs...
+            metrics = {LEGACY_NAMES[key]: value for key, value in metrics.items()}
+        for key, value in metrics.items():
             client.log_metric(run_id, key, value)
         client.set_terminated(run_id, "FINISHED")
     unfinished = client.create_run(experiment, run_name="crashed")
@@ -53,23 +58,26 @@ def store(tmp_path_factory) -> str:
 def test_seed_runs_become_one_row_with_mean_and_spread(store):
     table = runs_frame(store, "imdb", sweep="seeds")
     assert list(table["model.units"]) == ["100", "50"]  # best mean first
-    assert "trainer.seed" not in table and "epochs" in table and "tracking.run_name" not in table
+    assert "trainer.seed" not in table and "time/epochs" in table and "tracking.run_name" not in table
     row = table.iloc[0]
     assert row["runs"] == 3 and row["seeds"] == "1 2 3"
-    assert row["test_accuracy"] == pytest.approx(statistics.mean([0.80, 0.84, 0.86]))
-    assert row["test_accuracy_std"] == pytest.approx(statistics.stdev([0.80, 0.84, 0.86]))
-    assert row["epoch_seconds"] == pytest.approx(statistics.mean([10 / 2, 11 / 2, 12 / 2]))
+    assert row["accuracy/test"] == pytest.approx(statistics.mean([0.80, 0.84, 0.86]))
+    assert row["accuracy/test_std"] == pytest.approx(statistics.stdev([0.80, 0.84, 0.86]))
+    assert row["time/epoch_seconds"] == pytest.approx(statistics.mean([10 / 2, 11 / 2, 12 / 2]))
 
 
 def test_per_run_and_whole_experiment(store):
     table = runs_frame(store, "imdb", sweep="seeds", per_run=True)
-    assert len(table) == 6 and list(table["test_accuracy"]) == sorted(table["test_accuracy"], reverse=True)
+    assert len(table) == 6 and list(table["accuracy/test"]) == sorted(table["accuracy/test"], reverse=True)
     assert {"run", "name", "trainer.seed", "model.units"} <= set(table.columns)
     everything = runs_frame(store, "imdb")  # parents are never rows; the FAILED run only with --all
     assert everything["runs"].sum() == 7 and "gru" not in set(everything["model"])
+    old = everything.set_index("model.units").loc["25"]  # the older run's metrics are read under today's names
+    assert old["accuracy/test"] == 0.70 and old["time/epoch_seconds"] == pytest.approx(16 / 2)
+    assert [c for c in everything.columns if "_" in c and "/" not in c and not c.endswith("_std")] == []
     assert "FAILED" in set(runs_frame(store, "imdb", finished_only=False, per_run=True)["status"])
-    by_loss = runs_frame(store, "imdb", metric="test_loss")
-    assert list(by_loss["test_loss"]) == sorted(by_loss["test_loss"])  # a loss sorts lowest first
+    by_loss = runs_frame(store, "imdb", metric="test_loss")  # the old name asks for loss/test
+    assert list(by_loss["loss/test"]) == sorted(by_loss["loss/test"])  # a loss sorts lowest first
 
 
 def compare(capsys, store, *args):
@@ -82,9 +90,9 @@ def test_formats(store, capsys):
     code, out, err = compare(capsys, store, "--sweep", "seeds", "--format", "csv")
     assert code == 0, err
     frame = pd.read_csv(io.StringIO(out))
-    assert list(frame["model.units"]) == [100, 50] and "test_accuracy_std" in frame
+    assert list(frame["model.units"]) == [100, 50] and "accuracy/test_std" in frame
     markdown = compare(capsys, store, "--sweep", "seeds", "--format", "markdown")[1].splitlines()
-    assert markdown[0].startswith("| model | model.units | runs | seeds | test_accuracy |")
+    assert markdown[0].startswith("| model | model.units | runs | seeds | accuracy/test |")
     assert "| lstm | 100 | 3 | 1 2 3 | 0.8333 ± 0.0306 |" in markdown[2]
 
 
@@ -101,7 +109,7 @@ def test_unknown_sweep_or_experiment_names_the_known_ones(store, capsys):
     code, _, err = compare(capsys, store, "--experiment", "nope")
     assert code == 1 and "experiments there:" in err and "imdb" in err
     code, _, err = compare(capsys, store, "--metric", "test_bleu")
-    assert code == 1 and "test_accuracy" in err
+    assert code == 1 and "accuracy/test" in err
 
 
 def test_params_a_model_does_not_have_are_blank_and_do_not_make_a_column(tmp_path):
@@ -120,7 +128,7 @@ def test_params_a_model_does_not_have_are_blank_and_do_not_make_a_column(tmp_pat
         for key, value in {"model.name": model, **own, "model.metadata": metadata, "preprocess.name": preprocess,
                            "trainer.seed": "42"}.items():
             client.log_param(run_id, key, value)
-        client.log_metric(run_id, "test_accuracy", accuracy)
+        client.log_metric(run_id, "accuracy/test", accuracy)
         client.set_terminated(run_id, "FINISHED")
     table = runs_frame(uri, "threads").set_index(["model", "model.metadata"])
     # kernel_size and max_units differ only where they do not apply; units is the same wherever it applies
@@ -130,7 +138,7 @@ def test_params_a_model_does_not_have_are_blank_and_do_not_make_a_column(tmp_pat
     for key, value in {"model.name": "hier_conv", "model.kernel_size": "5", "model.metadata": "False", "preprocess.name": "hierarchical", "preprocess.max_units": "48",
                        "trainer.seed": "42"}.items():
         client.log_param(other, key, value)
-    client.log_metric(other, "test_accuracy", 0.5)
+    client.log_metric(other, "accuracy/test", 0.5)
     client.set_terminated(other, "FINISHED")
     table = runs_frame(uri, "threads", per_run=True)
     kernel = dict(zip(table["run"], table["model.kernel_size"]))

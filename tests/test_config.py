@@ -42,16 +42,19 @@ def test_out_of_range_values_name_the_key(override, key):
     assert caught.value.exit_code == 2
 
 
-@pytest.mark.parametrize("monitor, better, worse", [("val_accuracy", 0.6, 0.4), ("val_loss", 0.4, 0.6)])
+@pytest.mark.parametrize("monitor, better, worse", [("accuracy/val", 0.6, 0.4), ("loss/val", 0.4, 0.6),
+                                                     ("val_loss", 0.4, 0.6)])  # the name of seqlab 0.1 too
 def test_early_stopping_watches_trainer_monitor_and_restores_its_best_epoch(monitor, better, worse):
     """The other metric moves the wrong way throughout: only trainer.monitor may decide when to stop."""
     import keras
     import numpy as np
 
-    from seqlab.train import early_stopping
+    from seqlab.metrics import to_keras
+    from seqlab.train import early_stopping, kept_epoch
 
     cfg = compose_config([f"trainer.monitor={monitor}", "trainer.early_stopping=2"])
     validate(cfg)
+    monitor = to_keras(monitor)  # the name Keras logs
     other = "val_loss" if monitor == "val_accuracy" else "val_accuracy"
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     callback = early_stopping(cfg.trainer)
@@ -66,6 +69,8 @@ def test_early_stopping_watches_trainer_monitor_and_restores_its_best_epoch(moni
         assert model.stop_training == (epoch == 3), epoch
     callback.on_train_end()
     assert float(model.layers[0].kernel.numpy()[0, 0]) == 1.0  # epoch 1's weights restored
+    history = {"loss": [1.0] * 4, monitor: [watched for watched, _ in values], other: [o for _, o in values]}
+    assert kept_epoch(history, cfg.trainer) == 1  # the step the test metrics and the logged model are put at
 
 
 def test_unknown_key_and_wrong_type_fail_at_composition():

@@ -40,7 +40,7 @@ def fail_second_epoch_metrics(monkeypatch):
     original = MlflowClient.log_batch
 
     def log_batch(self, run_id, metrics=(), *args, **kwargs):
-        if any(metric.key == "loss" and metric.step == 1 for metric in metrics):
+        if any(metric.key == "loss/train" and metric.step == 1 for metric in metrics):
             raise OSError("No space left on device")
         return original(self, run_id, metrics, *args, **kwargs)
 
@@ -55,14 +55,14 @@ def test_failed_metric_logging_ends_the_run_failed_and_resume_completes_it(tiny_
     run = assert_failed(tracking_uri, "record epoch 2's metrics", "OSError: No space left on device",
                         "trainer.resume=")
     client = MlflowClient(tracking_uri)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0]  # training stopped there
-    assert "epochs" not in run.data.metrics and "test_accuracy" not in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/train")] == [0]  # training stopped there
+    assert "time/epochs" not in run.data.metrics and "accuracy/test" not in run.data.metrics
 
     monkeypatch.undo()  # the store works again: the run continues from epoch 1's checkpoint, as the error says
     train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run.info.run_id}"))
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [0, 1]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/train")) == [0, 1]
     assert "model_summary.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert not [key for key in run.data.params if key.startswith("optimizer_")]  # trainer.* holds them once
 
@@ -79,7 +79,7 @@ def test_failed_checkpoint_upload_ends_the_run_failed(tiny_aclimdb, tracking_uri
     with pytest.raises(RecordingError, match="upload the epoch 1 checkpoint"):
         train(tiny_config(tiny_aclimdb, tracking_uri))
     run = assert_failed(tracking_uri, "upload the epoch 1 checkpoint", "OSError: Connection reset by peer")
-    assert [m.step for m in MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "loss")] == [0]
+    assert [m.step for m in MlflowClient(tracking_uri).get_metric_history(run.info.run_id, "loss/train")] == [0]
 
 
 def fail_learning_curves(monkeypatch):
@@ -135,4 +135,4 @@ def test_an_unreadable_checkpoint_on_resume_fails_instead_of_restarting_from_epo
     with pytest.raises(RecordingError, match="checkpoint of run"):
         train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run_id}"))
     assert_failed(tracking_uri, "read the checkpoint", "Connection reset by peer")
-    assert [m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, "loss")] == [0]  # nothing redone
+    assert [m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, "loss/train")] == [0]  # nothing redone

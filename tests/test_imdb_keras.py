@@ -137,6 +137,6 @@ def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path
     assert class_names == ["neg", "pos"]
     data = load_dataset(cfg)
     predicted = predict_texts(model, data.test.texts)["label"].map(class_names.index).to_numpy()
-    assert np.mean(predicted == data.test.labels) == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+    assert np.mean(predicted == data.test.labels) == pytest.approx(run.data.metrics["accuracy/test"], abs=1e-9)
     # raw text with punctuation and capitals goes through the same preprocessing
     assert len(predict_texts(model, ["A WONDERFUL plot, loved it!"])) == 1

@@ -218,7 +218,7 @@ def test_rating_target_trains_an_eight_class_model(tiny_aclimdb, tracking_uri):
     client = MlflowClient(tracking_uri)
     [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
     assert run.info.status == "FINISHED"
-    assert 0 <= run.data.metrics["test_f1_macro"] <= 1 and "test_roc_auc" not in run.data.metrics  # 8 classes
+    assert 0 <= run.data.metrics["f1_macro/test"] <= 1 and "roc_auc/test" not in run.data.metrics  # 8 classes
     report = open(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="classification_report.txt",
                                                       tracking_uri=tracking_uri)).read()
     assert all(f"\n{rating:>12}" in report for rating in ("1", "4", "7", "10"))

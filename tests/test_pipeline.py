@@ -262,4 +262,4 @@ def test_bucketed_run_records_its_settings_and_reuses_the_tokens(real_data_dir, 
         assert run.data.params["trainer.bucketing"] == "True" and run.data.params["preprocess.padding"] == "post"
         assert run.data.tags["lstm_kernel"] == "cpu"
     assert first.data.tags["data_fingerprint"] == second.data.tags["data_fingerprint"]
-    assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]  # same seed, same data
+    assert first.data.metrics["accuracy/test"] == second.data.metrics["accuracy/test"]  # same seed, same data

@@ -40,15 +40,15 @@ def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and "interrupted" in run.data.tags["error"]
-    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == [0, 1]  # epoch 3 never ended
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss/train")) == [0, 1]  # epoch 3 never ended
 
     resumed = subprocess.run([*command, f"trainer.resume={run_id}"], capture_output=True, text=True, cwd=tmp_path,
                              env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"seqlab: resuming run {run_id} after epoch 2 of {EPOCHS}" in resumed.stderr  # status: stderr
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.metrics["epochs"] == EPOCHS
-    for key in ("loss", "val_accuracy"):
+    assert run.info.status == "FINISHED" and run.data.metrics["time/epochs"] == EPOCHS
+    for key in ("loss/train", "accuracy/val"):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(EPOCHS)), key
     assert run.data.params["trainer.epochs"] == str(EPOCHS) and "trainer.resume" not in run.data.params  # as started
     assert len(client.search_runs([run.info.experiment_id])) == 1

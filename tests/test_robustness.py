@@ -186,7 +186,7 @@ def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, mon
     client = MlflowClient()
     [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
     assert run.info.status == "KILLED" and "Ctrl-C" in run.data.tags["error"]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0]  # epoch 2 not logged
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/val")] == [0]  # epoch 2 not logged
 
 
 @pytest.mark.slow
@@ -237,17 +237,17 @@ def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypat
     [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
     run_id = run.info.run_id
     assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["error"]
-    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [0]
+    assert [m.step for m in client.get_metric_history(run_id, "loss/val")] == [0]
     assert {a.path for a in client.list_artifacts(run_id, "checkpoint")} >= {"checkpoint/training_metadata.json"}
 
     monkeypatch.setattr(train_module, "_fit", fit)
     train_module.train(tiny_cfg(f"trainer.resume={run_id}"))
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
-    assert run.data.tags["resumed_after_epoch"] == "1" and run.data.metrics["epochs"] == 3
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+    assert run.data.tags["resumed_after_epoch"] == "1" and run.data.metrics["time/epochs"] == 3
+    for key in ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "time/epoch_seconds"):
         assert sorted(m.step for m in client.get_metric_history(run_id, key)) == [0, 1, 2], key
-    assert "test_accuracy" in run.data.metrics
+    assert "accuracy/test" in run.data.metrics
     assert not client.list_artifacts(run_id, "checkpoint")  # finished: nothing left to resume
     assert len(client.search_runs([run.info.experiment_id])) == 1  # the same run, no new one
 
@@ -284,7 +284,7 @@ def test_same_seed_same_metrics_per_epoch(tiny_cfg):
         run = client.search_runs([client.get_experiment_by_name("imdb").experiment_id], max_results=1,
                                  order_by=["attributes.start_time DESC"])[0]
         return {key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
-                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss")}
+                for key in ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "loss/test")}
 
     first, second = epoch_metrics("trainer.seed=7"), epoch_metrics("trainer.seed=7")
     assert first == second and len(first["loss"]) == 2

@@ -50,7 +50,7 @@ def test_the_sweep_runs_on_a_tiny_subset_and_compare_prints_its_table(real_data_
     experiment = client.get_experiment_by_name("seed_tutorial")
     runs = [run for run in client.search_runs([experiment.experiment_id]) if "model.name" in run.data.params]
     assert sorted(run.data.params["model.name"] for run in runs) == sorted(VARIANTS)
-    assert all(run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics for run in runs)
+    assert all(run.info.status == "FINISHED" and "accuracy/test" in run.data.metrics for run in runs)
     assert {run.data.params["trainer.epochs"] for run in runs} == {"1"}
     # like for like: every variant on the tutorial's pre-padded batches, none switched to buckets
     assert {(run.data.params["trainer.bucketing"], run.data.params["preprocess.padding"]) for run in runs} == {

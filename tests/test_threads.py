@@ -205,7 +205,7 @@ def test_hier_conv_on_dailydialog_with_balanced_class_weights(threads_dir, tmp_p
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("dailydialog").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["preprocess.name"] == "hierarchical"
-    assert 0 <= run.data.metrics["test_f1_macro"] <= 1
+    assert 0 <= run.data.metrics["f1_macro/test"] <= 1
     report = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/classification_report.txt")
     assert "Culture & Education" in report and "macro avg" in report  # per-class report
 
@@ -246,7 +246,7 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     on_test = predict_texts(model, data.test.texts, metadata=pd.DataFrame(data.test.metadata,
                                                                           columns=data.metadata_names))
     accuracy = np.mean(on_test["label"].to_numpy() == np.asarray(class_names)[data.test.labels])
-    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(run.data.metrics["accuracy/test"], abs=1e-6)
 
 
 def test_predict_reads_thread_files_as_training_does(tmp_path):

@@ -18,6 +18,7 @@ from seqlab import train as train_module
 from seqlab.config import is_location_key, to_flat_dict
 from seqlab.data import load_dataset
 from seqlab.predict import load, predict_texts
+from seqlab.significance import PREDICTIONS_ARTIFACT, read_predictions
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.slow
@@ -30,7 +31,11 @@ def trained(real_data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     cfg = compose_config([f"data_dir={real_data_dir}", *SMALL, f"tracking.uri={uri}", "tracking.experiment=it"])
-    returned = train_module.train(cfg)
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"  # a short run still gets system metrics
+    try:
+        returned = train_module.train(cfg)
+    finally:
+        del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("it").experiment_id])
     return SimpleNamespace(cfg=cfg, returned=returned, uri=uri, run=run, client=client, workdir=workdir)
@@ -47,20 +52,36 @@ def test_run_finished_with_flattened_params_and_tags(trained):
     assert run.data.params["model.name"] == "lstm" and run.data.params["trainer.epochs"] == "2"
     tags = run.data.tags
     assert tags["dataset"] == "imdb" and tags["model"] == "lstm"
-    assert tags["seqlab_version"] and len(tags["git_commit"]) in (40, len("unknown"))
+    assert tags["seqlab_version"] and tags["mlflow.source.name"] == "seqlab train"
+    assert len(tags.get("mlflow.source.git.commit", "0" * 40)) == 40  # where seqlab runs from a git checkout
+
+
+def test_lineage_description_and_system_metrics(trained):
+    """The UI's Dataset column (one input per split, digests of the examples read), the run's description, and
+    MLflow's system metrics."""
+    run = trained.run
+    data = load_dataset(trained.cfg)
+    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs if i.tags}
+    assert set(inputs) == {"train", "validation", "test"}
+    for context, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        assert inputs[context].name == "imdb" and json.loads(inputs[context].profile)["num_rows"] == len(split)
+        assert json.loads(inputs[context].schema)["mlflow_colspec"][0]["name"] == "text"
+    assert len({dataset.digest for dataset in inputs.values()}) == 3  # three different sets of examples
+    assert run.data.tags["mlflow.note.content"].startswith("**lstm** on **imdb**, seed 42: `seqlab train")
+    assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
 
 
 def test_per_epoch_and_test_metrics(trained):
     client, run_id = trained.client, trained.run.info.run_id
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+    for key in ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "time/epoch_seconds"):
         history = client.get_metric_history(run_id, key)
         assert sorted(m.step for m in history) == [0, 1], key
     metrics = trained.run.data.metrics
-    for key in ("test_loss", "test_accuracy", "test_f1_macro", "test_roc_auc", "train_seconds"):
+    for key in ("loss/test", "accuracy/test", "f1_macro/test", "roc_auc/test", "time/train_seconds"):
         assert np.isfinite(metrics[key]), key
-    assert 0 <= metrics["test_accuracy"] <= 1 and 0 <= metrics["test_roc_auc"] <= 1
-    assert trained.returned == metrics["test_accuracy"]
-    assert metrics["train_seconds"] >= sum(m.value for m in client.get_metric_history(run_id, "epoch_seconds")) * 0.9
+    assert 0 <= metrics["accuracy/test"] <= 1 and 0 <= metrics["roc_auc/test"] <= 1
+    assert trained.returned == metrics["accuracy/test"]
+    assert metrics["time/train_seconds"] >= sum(m.value for m in client.get_metric_history(run_id, "time/epoch_seconds")) * 0.9
 
 
 def test_artifacts(trained):
@@ -77,6 +98,20 @@ def test_artifacts(trained):
     assert (trained.workdir / "mlartifacts").is_dir()
 
 
+def test_test_predictions_are_logged_one_row_per_test_example(trained):
+    """predictions/test.csv, what `seqlab compare --baseline` pairs runs on: the test split's ids and labels, each
+    class's probability, and predictions whose accuracy is the logged one."""
+    path = mlflow.artifacts.download_artifacts(run_id=trained.run.info.run_id, artifact_path=PREDICTIONS_ARTIFACT,
+                                               tracking_uri=trained.uri)
+    table = read_predictions(path)
+    test = load_dataset(trained.cfg).test  # the same seeded test sample
+    assert len(table) == len(test) == 200 and table["id"].tolist() == test.ids
+    assert table["label"].tolist() == [["neg", "pos"][label] for label in test.labels]
+    assert np.allclose(table[["probability_neg", "probability_pos"]].sum(axis=1), 1, atol=1e-6)
+    accuracy = (table["label"] == table["predicted"]).mean()
+    assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
+
+
 def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     mlflow.set_tracking_uri(trained.uri)
     model = load(f"runs:/{trained.run.info.run_id}/model")
@@ -85,7 +120,7 @@ def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     data = load_dataset(trained.cfg)  # the same seeded test sample
     predictions = predict_texts(model, data.test.texts)
     accuracy = np.mean(predictions["label"].map(class_names.index).to_numpy() == data.test.labels)
-    assert accuracy == pytest.approx(trained.run.data.metrics["test_accuracy"], abs=1e-9)
+    assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
 
 
 def test_predict_cli_text_and_file(trained, tmp_path):

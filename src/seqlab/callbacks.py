@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from seqlab import tracking
 from seqlab.errors import RecordingError
+from seqlab.metrics import keras_name
 
 SUMMARY_FILE = "model_summary.txt"
 
@@ -33,8 +34,8 @@ def named_failure(action: str, hint: str = ""):
 
 
 class EpochLogger(keras.callbacks.Callback):
-    """Records the model summary and every epoch's metrics (loss, accuracy, val_* and epoch_seconds, at step =
-    epoch index) in run `run_id`; with `backup_dir`, Keras' BackupAndRestore too, its backup copied into the run
+    """Records the model summary and every epoch's metrics (loss/train, loss/val, accuracy/*, time/epoch_seconds:
+    seqlab.metrics names, at step = epoch index, as MLflow's step axis counts from 0) in run `run_id`; with `backup_dir`, Keras' BackupAndRestore too, its backup copied into the run
     after every epoch.
 
     It writes with an MlflowClient and the run's id rather than MLflow's fluent calls: the callback records the
@@ -75,8 +76,8 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         tracking.raise_if_interrupted()  # before this epoch's metrics: an interrupted epoch is not logged
-        values = {key: float(value) for key, value in (logs or {}).items()}
-        values["epoch_seconds"] = time.perf_counter() - self.epoch_started
+        values = {keras_name(key): float(value) for key, value in (logs or {}).items()}
+        values[keras_name("epoch_seconds")] = time.perf_counter() - self.epoch_started
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, epoch) for key, value in values.items()]
         number = epoch + 1  # as Keras prints it: "Epoch 3/5"

@@ -5,7 +5,8 @@ the mean of each metric, its standard deviation across seeds and the number of r
 by one). A run logs only the keys its options own (seqlab.config), so a param a run lacks is a difference too.
 Where-things-are params and the `derived.*` facts (vocabulary actually fitted, parameter count), which follow
 from the config and the data, never split a row. `--sweep NAME` keeps the runs of one sweep (its parent run is
-never a row).
+never a row). `--baseline RUN_OR_MODEL` adds Δ accuracy/test against one row, its paired-bootstrap interval and
+McNemar's p, from the runs' test predictions (seqlab.significance).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from seqlab.errors import SeqlabError, redact_uri, report_error
+from seqlab.metrics import canonical, higher_is_better
+from seqlab import significance
+from seqlab.significance import RUN_IDS
 
-METRIC_COLUMNS = ["test_accuracy", "test_f1_macro", "test_roc_auc", "test_loss", "val_accuracy", "epochs",
-                  "epoch_seconds", "train_seconds"]
+METRIC_COLUMNS = ["accuracy/test", "f1_macro/test", "roc_auc/test", "loss/test", "accuracy/val", "time/epochs",
+                  "time/epoch_seconds", "time/train_seconds"]
 SEED = "trainer.seed"
 DERIVED = "derived."  # facts that follow from the config and the data (seqlab.train.derived_params)
 # Runs of earlier seqlab versions: the overrides blob and MLflow's Keras callback's copy of the optimizer.
@@ -36,13 +40,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab compare", description="Compare runs recorded by 'seqlab train'.")
     p.add_argument("--experiment", help="MLflow experiment name (default: every experiment in the store)")
     p.add_argument("--sweep", help="only the runs of this sweep (tracking.sweep, or the name 'seqlab train -m' printed)")
-    p.add_argument("--metric", default="test_accuracy", help="sort by this metric, best first (default: test_accuracy)")
+    p.add_argument("--metric", default="accuracy/test", help="sort by this metric, best first (default: accuracy/test; "
+                   "the names of older runs, such as test_accuracy, work too)")
     p.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     p.add_argument("--per-run", action="store_true", help="one row per run: do not average runs that differ only in "
                                                           "trainer.seed")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--all", action="store_true", help="include runs that did not finish")
+    p.add_argument("--baseline", metavar="RUN_OR_MODEL",
+                   help="add Δ accuracy/test against this row, its 95%% paired-bootstrap interval and McNemar's p: a "
+                        "run id (or its first 8 characters), a run name, or a model that is one row")
     return p
 
 
@@ -73,6 +81,7 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
         raise SeqlabError(f"Cannot read the MLflow store {tracking_uri}: {str(error).splitlines()[0]}") from None
     if runs.empty:
         return runs
+    runs = with_current_metric_names(runs)
     role = runs.get("tags.sweep.role", pd.Series(index=runs.index, dtype=object))
     runs = runs[role != "parent"]
     if sweep is not None:
@@ -84,6 +93,16 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
                               f"{', '.join(known) or 'none'}.")
         runs = runs[names == sweep]
     return runs.reset_index(drop=True)
+
+
+def with_current_metric_names(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of seqlab 0.1 logged `test_accuracy`, `val_loss`...: their values join today's columns."""
+    for column in [c for c in runs.columns if c.startswith("metrics.")]:
+        current = f"metrics.{canonical(column[8:])}"
+        if current != column:
+            runs[current] = runs[current].fillna(runs[column]) if current in runs else runs[column]
+            runs = runs.drop(columns=column)
+    return runs
 
 
 def compared(param: str) -> bool:
@@ -112,20 +131,24 @@ def varying_facts(runs: pd.DataFrame) -> list[str]:
                   and runs[c].astype(str).nunique(dropna=False) > 1)
 
 
-def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "test_accuracy",
-               finished_only: bool = True, sweep: str | None = None, per_run: bool = False) -> pd.DataFrame:
-    """The comparison table: one row per run, or per group of runs that differ only in their seed."""
+def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "accuracy/test",
+               finished_only: bool = True, sweep: str | None = None, per_run: bool = False,
+               baseline: str | None = None) -> pd.DataFrame:
+    """The comparison table: one row per run, or per group of runs that differ only in their seed; with `baseline`,
+    the significance columns against that row (seqlab.significance.with_baseline)."""
+    metric = canonical(metric)
     runs = search(tracking_uri, experiment, sweep, finished_only)
     if runs.empty:
         return pd.DataFrame()
     params, facts = varying_params(runs), varying_facts(runs)
     table = pd.DataFrame({"run": runs["run_id"].str[:8], "name": runs.get("tags.mlflow.runName"),
-                          "status": runs["status"], "model": runs.get("params.model.name")})
+                          "status": runs["status"], "model": runs.get("params.model.name"),
+                          RUN_IDS: runs["run_id"].map(lambda run_id: (run_id,))})  # dropped before it is shown
     for name in [*params, *facts]:
         table[name] = runs[f"params.{name}"]
-    if "metrics.train_seconds" in runs and "metrics.epochs" in runs:
+    if "metrics.time/train_seconds" in runs and "metrics.time/epochs" in runs:
         # the run's mean; the metric of that name holds only the last epoch's
-        runs["metrics.epoch_seconds"] = runs["metrics.train_seconds"] / runs["metrics.epochs"]
+        runs["metrics.time/epoch_seconds"] = runs["metrics.time/train_seconds"] / runs["metrics.time/epochs"]
     metrics = [name for name in METRIC_COLUMNS if f"metrics.{name}" in runs]
     for name in metrics:
         table[name] = runs[f"metrics.{name}"]
@@ -137,8 +160,11 @@ def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "
     elif not (table["status"] != "FINISHED").any():
         table = table.drop(columns="status")
     table = table.drop(columns=sorted(set(params) - set(shown_params(runs, params))))
-    table = table.sort_values(metric, ascending=metric.endswith("loss"), na_position="last", kind="stable")
-    return table.reset_index(drop=True)
+    table = table.sort_values(metric, ascending=not higher_is_better(metric), na_position="last", kind="stable")
+    table = table.reset_index(drop=True)
+    if baseline is not None:
+        table = significance.with_baseline(table, runs, baseline, tracking_uri)
+    return table.drop(columns=RUN_IDS)
 
 
 def aggregate_seeds(table: pd.DataFrame, keys: list[str], facts: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -146,6 +172,7 @@ def aggregate_seeds(table: pd.DataFrame, keys: list[str], facts: list[str], metr
     keys = ["model", *keys]
     groups = table.groupby(keys, dropna=False, sort=False)
     rows = groups.agg(runs=("run", "size"), seeds=(SEED, lambda s: " ".join(sorted(s.astype(str), key=_seed_order))),
+                      **{RUN_IDS: (RUN_IDS, lambda s: sum(s, ()))},  # the group's run ids, for --baseline
                       **{fact: (fact, lambda s: "/".join(dict.fromkeys(s.dropna().astype(str)))) for fact in facts})
     for name in metrics:
         rows[name] = groups[name].mean()
@@ -168,7 +195,7 @@ def cell(column: str, value, spread=None) -> str:
         return text
     if "seconds" in column:
         digits = 1
-    elif column == "epochs" and value.is_integer() and not spread:
+    elif column == "time/epochs" and value.is_integer() and not spread:
         digits = 0
     else:
         digits = 4
@@ -179,11 +206,14 @@ def cell(column: str, value, spread=None) -> str:
 
 
 def display_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Columns and text cells for people: a metric's _std column joins its mean as 'mean ± std'."""
-    columns = [c for c in table.columns if not (c.endswith("_std") and c[:-4] in table.columns)]
+    """Columns and text cells for people: a metric's _std column joins its mean as 'mean ± std', Δ's interval
+    columns join it as 'Δ [low, high]'."""
+    columns = [c for c in table.columns if not (c.endswith("_std") and c[:-4] in table.columns)
+               and c not in (significance.LOW, significance.HIGH)]
     rows = []
     for _, row in table.iterrows():
-        rows.append([cell(c, row[c], row.get(f"{c}_std")) for c in columns])
+        rows.append([significance.cell(c, row) if c in significance.COLUMNS else cell(c, row[c], row.get(f"{c}_std"))
+                     for c in columns])
     return [str(c) for c in columns], rows
 
 
@@ -213,7 +243,7 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         table = runs_frame(args.tracking_uri, args.experiment, args.metric, finished_only=not args.all,
-                           sweep=args.sweep, per_run=args.per_run)
+                           sweep=args.sweep, per_run=args.per_run, baseline=args.baseline)
     except SeqlabError as error:
         return report_error(error)
     if table.empty:
@@ -226,5 +256,6 @@ def main(argv: list[str]) -> int:
         print(to_markdown(table))
     else:
         scope = f"sweep {args.sweep!r}" if args.sweep else args.experiment or "all experiments"
-        print_rich(table, f"{scope} ({redact_uri(args.tracking_uri)}), by {args.metric}")
+        against = f", Δ against {args.baseline!r}" if args.baseline else ""
+        print_rich(table, f"{scope} ({redact_uri(args.tracking_uri)}), by {canonical(args.metric)}{against}")
     return 0

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from seqlab.errors import ConfigError
+from seqlab.metrics import canonical
 
 # Keys that say where things are, how a run is named or shown, not what was trained: never params, never part
 # of what makes two runs different (seqlab compare, seed groups, run names).
@@ -77,7 +78,7 @@ class TrainerConfig:
     learning_rate: float = 0.001
     clipnorm: Optional[float] = None
     early_stopping: Optional[int] = None  # patience in epochs on trainer.monitor; null = off
-    monitor: str = "val_loss"  # what early stopping watches and restores the best epoch of: val_loss | val_accuracy
+    monitor: str = "loss/val"  # what early stopping watches and restores the best epoch of: loss/val | accuracy/val
     seed: int = 42
     device: str = "auto"  # auto | cpu | gpu
     mixed_precision: bool = False  # mixed_float16 on GPU, mixed_bfloat16 on CPU; the output layer stays float32
@@ -102,6 +103,7 @@ class TrackingConfig:
     run_name: Optional[str] = None
     log_model: bool = True
     sweep: Optional[str] = None  # a --multirun's name (its parent run); the same name continues it
+    system_metrics: bool = True  # MLflow's CPU, memory, disk, network (and GPU) metrics, every 10 s
 
 
 @dataclass
@@ -113,8 +115,8 @@ class SeqlabConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     data_dir: str = "data"
     cache_dir: Optional[str] = None  # default: $SEQLAB_CACHE_DIR or ~/.cache/seqlab
-    # The metric `train()` returns to Hydra sweepers (searches use val_accuracy, never test).
-    optimized_metric: str = "test_accuracy"
+    # The metric `train()` returns to Hydra sweepers (searches use accuracy/val, never a test metric).
+    optimized_metric: str = "accuracy/test"
 
 
 def option_schemas() -> dict[str, dict[str, type]]:
@@ -154,9 +156,10 @@ def structured(container: dict) -> DictConfig:
     return OmegaConf.merge(typed, container)
 
 
-def _allowed(key: str, value: Any, allowed: list[Any]) -> None:
+def _allowed(key: str, value: Any, allowed: list[Any], given: Any = None) -> None:
     if value not in allowed:
-        raise ConfigError(f"Config key '{key}' is {value!r}; allowed values are {', '.join(map(repr, allowed))}.")
+        raise ConfigError(f"Config key '{key}' is {given if given is not None else value!r}; allowed values are "
+                          f"{', '.join(map(repr, allowed))}.")
 
 
 def _in_range(key: str, value: Any, low: float, high: float | None = None, *, high_open: bool = False,
@@ -172,8 +175,9 @@ def _in_range(key: str, value: Any, low: float, high: float | None = None, *, hi
 
 
 OPTIMIZERS = ["adam", "lazy_adam", "adamw", "rmsprop", "sgd", "nadam", "adagrad"]
-METRICS = ["test_accuracy", "test_f1_macro", "test_loss", "val_accuracy", "val_loss"]
-MONITORS = ["val_loss", "val_accuracy"]  # what early stopping can watch (the metrics every model logs)
+# seqlab.metrics names; the names of seqlab 0.1 (test_accuracy, val_loss) are accepted too
+METRICS = ["accuracy/test", "f1_macro/test", "loss/test", "accuracy/val", "loss/val"]
+MONITORS = ["loss/val", "accuracy/val"]  # what early stopping can watch (the metrics every model logs)
 
 
 # Range rules by key name, for whichever options have the key.
@@ -215,11 +219,11 @@ def validate(cfg: DictConfig) -> None:
     _in_range("trainer.clipnorm", t.clipnorm, 0, low_open=True)
     _in_range("trainer.early_stopping", t.early_stopping, 0)
     _in_range("trainer.intra_op_threads", t.intra_op_threads, 0)
-    _allowed("trainer.monitor", t.monitor, MONITORS)
+    _allowed("trainer.monitor", canonical(t.monitor), MONITORS, t.monitor)
     _allowed("trainer.optimizer", t.optimizer, OPTIMIZERS)
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])
     _allowed("trainer.class_weight", t.class_weight, [None, "balanced"])
-    _allowed("optimized_metric", cfg.optimized_metric, METRICS)
+    _allowed("optimized_metric", canonical(cfg.optimized_metric), METRICS, cfg.optimized_metric)
     _check_model_inputs(cfg)
 
 

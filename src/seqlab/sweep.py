@@ -152,7 +152,7 @@ class MlflowSweepCallback(Callback):
                 "sweep.overrides": " ".join(safe_overrides(config.hydra.overrides.task)),
                 "sweep.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")).rsplit(".", 1)[-1],
                 "sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_")).rsplit(".", 1)[-1],
-                "seqlab_version": seqlab.__version__, "git_commit": tracking.git_commit()}
+                **tracking.source_tags("seqlab train --multirun")}
         parent = find_parent(client, experiment_id, name)
         if parent is None:
             run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id

@@ -11,9 +11,11 @@ import re
 import signal
 import subprocess
 import threading
+import warnings
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -22,9 +24,11 @@ import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
 from seqlab.jobs import current_job, job_overrides
 from seqlab.errors import ConfigError, RecordingError, Terminated
-from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted
+from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted, safe_overrides
 
 log = logging.getLogger(__name__)
+# MLflow's system-metrics monitor announces its start and stop at INFO on every run: noise beside seqlab's lines
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
 CHECKPOINT_PATH = "checkpoint"  # run artifact folder holding Keras' BackupAndRestore files
@@ -84,6 +88,12 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
         tags.update({"mlflow.parentRunId": job.parent_run_id, "sweep": job.name, "sweep.role": "child",
                      "sweep.job": str(job.job)})
     return tags
+
+
+def run_link(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where the run is in the MLflow UI: the tracking server's own page, or `make ui`'s for a local store."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return redact_uri(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -153,12 +163,62 @@ def check_no_inherited_run() -> None:
                           "trainer.resume=<run_id> to continue that run from its last checkpoint.")
 
 
-def git_commit() -> str:
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(seqlab.__file__).parent, text=True,
-                              capture_output=True, timeout=5, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=Path(seqlab.__file__).parent, text=True, capture_output=True,
+                              timeout=5, check=True).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+
+
+def source_tags(command: str = "seqlab train") -> dict[str, str]:
+    """MLflow's standard source tags (the UI's Source and Version columns): the command, and the commit of seqlab's
+    own checkout where it is one (MLflow would look at the script that started Python: pytest, hydra's launcher)."""
+    tags = {"mlflow.source.name": command, "mlflow.source.type": "LOCAL", "seqlab_version": seqlab.__version__}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["mlflow.source.git.branch"] = _git("rev-parse", "--abbrev-ref", "HEAD") or ""
+        tags["mlflow.source.git.repoURL"] = _git("config", "--get", "remote.origin.url") or ""
+        if _git("status", "--porcelain", "--untracked-files=no"):
+            tags["git_dirty"] = "true"  # the commit alone does not say what ran
+    return {key: value for key, value in tags.items() if value}
+
+
+def description(cfg: DictConfig, overrides: list[str]) -> str:
+    """The run's description (`mlflow.note.content`, markdown in the UI): what ran, and how it was asked for."""
+    command = " ".join(["seqlab train", *overrides])
+    lines = [f"**{cfg.model.name}** on **{cfg.dataset.name}**, seed {cfg.trainer.seed}: `{command}`"]
+    job = current_job()
+    if job is not None:
+        lines.append(f"Job {job.job} of sweep `{job.name}`, which varies {', '.join(job.swept) or 'nothing'}; "
+                     f"`seqlab compare --sweep {job.name}` compares its runs.")
+    lines.append("Params: what this run used (its options' keys and `derived.*` facts); the whole config is "
+                 "`config.yaml`. Metrics: `<quantity>/<split>` per epoch (step = epoch index), test metrics once, at "
+                 "the step of the epoch whose weights were tested.")
+    return "\n\n".join(lines)
+
+
+def log_dataset(data) -> None:
+    """The splits as MLflow dataset inputs (the UI's Dataset column): name, source, a digest of the examples read,
+    rows, the schema (text, label, metadata columns) and the target. The digest covers every text and label of the
+    split, so that two runs with the same digest read the same examples."""
+    import mlflow.data
+    import pandas as pd
+
+    for context, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        frame = pd.DataFrame({"text": split.texts, "label": [data.class_names[i] for i in split.labels]})
+        for number, name in enumerate(data.metadata_names if split.metadata is not None else []):
+            frame[name] = split.metadata[:, number]
+        digest = hashlib.sha256()
+        for text in split.texts:
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        digest.update(np.asarray(split.labels, np.int64).tobytes())
+        with warnings.catch_warnings():  # MLflow registers two local sources for one path, and says so each time
+            warnings.simplefilter("ignore")
+            dataset = mlflow.data.from_pandas(frame, source=data.source or data.name, targets="label",
+                                              name=data.name, digest=digest.hexdigest()[:16])
+        mlflow.log_input(dataset, context=context)
 
 
 @contextlib.contextmanager
@@ -171,21 +231,22 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
     with interrupts_raised():
         nested = mlflow.active_run() is not None
         if resume_run_id:
-            run = mlflow.start_run(run_id=resume_run_id, nested=nested)
+            run = mlflow.start_run(run_id=resume_run_id, nested=nested, log_system_metrics=cfg.tracking.system_metrics)
         else:  # always named here: MLflow would draw a name from the seeded generator (the same one every run)
             job = current_job()
             name = cfg.tracking.run_name or unique_run_name(
                 experiment_id, default_run_name(cfg, job_overrides(), job.swept if job else None))
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested)
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested,
+                                   log_system_metrics=cfg.tracking.system_metrics)
         try:
-            mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, "git_commit": git_commit(),
-                             "seqlab_version": seqlab.__version__, **tags})
+            mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, **source_tags(), **tags})
             if resume_run_id:
                 with contextlib.suppress(MlflowException):  # the last interruption is over
                     MlflowClient().delete_tag(resume_run_id, "error")
             else:
                 log_config(cfg)
                 mlflow.set_tags(run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
+                mlflow.set_tag("mlflow.note.content", description(cfg, safe_overrides(job_overrides())))
             yield run
             raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:

@@ -25,11 +25,13 @@ from seqlab.callbacks import EpochLogger, named_failure
 from seqlab.config import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
+from seqlab.metrics import canonical, higher_is_better, keras_name, to_keras
 from seqlab.evaluate import close_figures, learning_curves_figure, test_metrics
 from seqlab.models import build_model, loss_for
 from seqlab.optimizers import OPTIMIZERS
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
+from seqlab.significance import PREDICTIONS_ARTIFACT, log_predictions
 
 log = logging.getLogger(__name__)
 
@@ -168,21 +170,30 @@ def train(cfg: DictConfig) -> float:
     resume_run_id = resumed.info.run_id if resumed else None
     with tracking.tracked_run(cfg, experiment_id, tags, resume_run_id) as run:
         log.info(f"MLflow run {run.info.run_id} in experiment {tracking.experiment_name(cfg)!r} "
-              f"at {tracking.redact_uri(cfg.tracking.uri)}")
-        mlflow.log_metric("prepare_seconds", prepare_seconds)
+              f"at {tracking.redact_uri(cfg.tracking.uri)}; in the UI: "
+              f"{tracking.run_link(cfg.tracking.uri, experiment_id, run.info.run_id)}"
+              f"{' (make ui)' if not cfg.tracking.uri.startswith('http') else ''}")
+        mlflow.log_metric("time/prepare_seconds", prepare_seconds)
+        if not resumed:
+            with named_failure(f"record the dataset inputs of MLflow run {run.info.run_id}"):
+                tracking.log_dataset(data)
         model = build_model(cfg.model, spec)
         mlflow.log_params(derived_params(model, preprocessor, boundaries))
         mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
         model.compile(optimizer=make_optimizer(cfg.trainer), loss=loss_for(data.num_classes), metrics=["accuracy"],
                       jit_compile=cfg.trainer.jit_compile)
-        history = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None)
+        history, kept = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None)
 
         outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
-        metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names)
-        curves = learning_curves_figure(history)
+        title = f"{run.info.run_name} ({cfg.model.name} on {data.name})"
+        metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names, title=title)
+        curves = learning_curves_figure(history, title, kept)
         try:
+            # at the step of the epoch whose weights were tested: the logged model links that step's metrics
             with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
-                mlflow.log_metrics(metrics)
+                mlflow.log_metrics(metrics, step=kept)
+            with named_failure(f"record {PREDICTIONS_ARTIFACT} in MLflow run {run.info.run_id}"):
+                log_predictions(data.test.labels, outputs, data.class_names, data.test.ids)
             with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
                 mlflow.log_text(report, "classification_report.txt")
             for figure, name in ((confusion, "confusion_matrix.png"), (curves, "learning_curves.png")):
@@ -190,20 +201,20 @@ def train(cfg: DictConfig) -> float:
                     mlflow.log_figure(figure, name)
         finally:
             close_figures(confusion, curves)  # a failed job of a sweep leaves no figure behind either
-        log.info("test " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()))
+        log.info("test " + ", ".join(f"{k.split('/')[0]} {v:.4f}" for k, v in metrics.items()))
         log.info(f"classification report on the test split:\n{report}")
         if cfg.tracking.log_model:
-            log_model(model, preprocessor, data, metadata, step=kept_epoch(model, cfg.trainer, history),
-                      model_name=cfg.model.name)
+            log_model(model, preprocessor, data, metadata, step=kept, model_name=cfg.model.name)
     tracking.delete_checkpoint(run.info.run_id)  # FINISHED: nothing left to resume
-    return objective(cfg, metrics, history)
+    return objective(cfg, metrics, history, kept)
 
 
 def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
-        resume: bool = False) -> dict[str, list[float]]:
+        resume: bool = False) -> tuple[dict[str, list[float]], int]:
     """Train, checkpointing into run `run_id` each epoch; with `resume`, from its last checkpoint on.
 
-    Returns the history of every epoch of the run, including those before a resume.
+    Returns the history of every epoch of the run (Keras' names), including those before a resume, and the index
+    of the epoch whose weights the model now holds (early stopping restores its best epoch's).
     """
     with tempfile.TemporaryDirectory(prefix="seqlab-") as scratch:  # one backup folder per run, never shared
         backup_dir = Path(scratch) / tracking.CHECKPOINT_PATH if cfg.trainer.checkpoint else None
@@ -215,12 +226,27 @@ def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
         history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(run_id, backup_dir)])
         seconds = time.perf_counter() - started
     if initial_epoch:
-        earlier = tracking.metric_history(run_id, ["epoch_seconds"]).get("epoch_seconds", [])[:initial_epoch]
-        seconds += sum(earlier)
-        history = tracking.metric_history(run_id, {"loss", "accuracy", "val_loss", "val_accuracy", *history})
+        epoch_seconds = keras_name("epoch_seconds")
+        seconds += sum(tracking.metric_history(run_id, [epoch_seconds]).get(epoch_seconds, [])[:initial_epoch])
+        logged = tracking.metric_history(run_id, [keras_name(key) for key in {"loss", "accuracy", "val_loss",
+                                                                               "val_accuracy", *history}])
+        history = {to_keras(key): values for key, values in logged.items()}
+    epochs = len(history.get("loss", []))
+    kept = kept_epoch(history, cfg.trainer, initial_epoch)
     with named_failure(f"record train_seconds and epochs in MLflow run {run_id}"):
-        mlflow.log_metrics({"train_seconds": seconds, "epochs": len(history.get("loss", []))})
-    return history
+        mlflow.log_metrics({keras_name("train_seconds"): seconds, keras_name("epochs"): epochs}, step=kept)
+    return history, kept
+
+
+def kept_epoch(history: dict[str, list[float]], t: DictConfig, initial_epoch: int = 0) -> int:
+    """The epoch whose weights the model holds after fit(): the last, or with early stopping the first best of
+    those this process trained (Keras' EarlyStopping restores it at the end of training)."""
+    epochs = len(history.get("loss", []))
+    values = history.get(to_keras(t.monitor), [])[initial_epoch:]
+    if t.early_stopping is None or not values:
+        return max(epochs - 1, 0)
+    best = np.argmin(values) if not higher_is_better(t.monitor) else np.argmax(values)  # the first of equal bests
+    return initial_epoch + int(best)
 
 
 def _fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, callbacks: list) -> dict[str, list[float]]:
@@ -242,7 +268,7 @@ def _fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, callbacks: l
 def early_stopping(t: DictConfig) -> keras.callbacks.EarlyStopping:
     """Stops after `t.early_stopping` epochs without a better `t.monitor` and restores the best epoch's weights
     (mode from the name: loss lower, accuracy higher)."""
-    return keras.callbacks.EarlyStopping(monitor=t.monitor, mode="min" if t.monitor.endswith("loss") else "max",
+    return keras.callbacks.EarlyStopping(monitor=to_keras(t.monitor), mode="max" if higher_is_better(t.monitor) else "min",
                                          patience=t.early_stopping, restore_best_weights=True, verbose=1)
 
 
@@ -335,23 +361,6 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
             mlflow_logger.removeFilter(pickled_by_reference)
 
 
-def kept_epoch(model: keras.Model, trainer_cfg, history: dict[str, list[float]]) -> int:
-    """The epoch whose weights the model holds after training: the last one, or with early stopping the best one,
-    which Keras 3 restores at the end of fit whether or not it stopped early (EarlyStopping.best_epoch: the first
-    epoch with the best `monitor` value among the epochs of this fit, so after a resume the later ones only)."""
-    last = len(history.get("loss", [])) - 1
-    this_fit = getattr(model, "history", None)  # Keras' History callback of the last fit
-    if trainer_cfg.early_stopping is None or this_fit is None or not this_fit.epoch:
-        return max(last, 0)
-    stopping = early_stopping(trainer_cfg)  # its monitor and mode, as training used them
-    values = this_fit.history.get(stopping.monitor, [])
-    best = 0
-    for position, value in enumerate(values):
-        if value < values[best] if stopping.mode == "min" else value > values[best]:
-            best = position
-    return int(this_fit.epoch[best])
-
-
 def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:
     """What makes runs comparable beyond their keys: the network's size and what it actually reads."""
     shape = preprocessor.sequence_shape
@@ -365,9 +374,7 @@ def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | Non
             "derived.vocabulary": str(preprocessor.vocabulary_size), "derived.batching": batching}
 
 
-def objective(cfg: DictConfig, metrics: dict[str, float], history: dict[str, list[float]]) -> float:
-    name = cfg.optimized_metric
-    if name in metrics:
-        return metrics[name]
-    values = history[name]
-    return float(max(values) if name.endswith("accuracy") else min(values))
+def objective(cfg: DictConfig, metrics: dict[str, float], history: dict[str, list[float]], kept: int) -> float:
+    """The value of `optimized_metric` for the model as kept: a test metric, or the kept epoch's validation one."""
+    name = canonical(cfg.optimized_metric)
+    return float(metrics[name]) if name in metrics else float(history[to_keras(name)][kept])

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqlab.data.common import Examples, finish_splits, join_messages, split_off
+from seqlab.data.common import TEST_SEED, Examples, finish_splits, join_messages, split_off
 from seqlab.errors import ConfigError, DataError
 
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -58,7 +58,7 @@ def load(cfg):
     class_names = sorted(set(train.labels), key=label_order)
     all_train = train.to_examples(class_names, path)
     if test is None:
-        all_train, test_examples = split_off(all_train, d.test_split, cfg.trainer.seed, "test")
+        all_train, test_examples = split_off(all_train, d.test_split, TEST_SEED, "test")
         missing = sorted(set(range(len(class_names))) - set(all_train.labels.tolist()))
         if missing:
             raise DataError(f"'{path}': class {class_names[missing[0]]!r} has too few examples to appear in both "
