@@ -360,6 +360,34 @@ def delete_checkpoint(run_id: str) -> None:
         get_artifact_repository(MlflowClient().get_run(run_id).info.artifact_uri).delete_artifacts(CHECKPOINT_PATH)
 
 
+def register_model(cfg: DictConfig, run, model_uri: str | None, metrics: dict[str, float]) -> None:
+    """A new version of the registered model `tracking.registered_model` from the run's logged model, tagged with
+    the run, model and dataset. A failure raises RecordingError (the run ends FAILED)."""
+    from seqlab.callbacks import named_failure  # it imports Keras, which the sweep's own process never loads
+
+    name, run_id, run_name = cfg.tracking.registered_model, run.info.run_id, run.info.run_name
+    tags = {"run_name": run_name, "model": cfg.model.name, "dataset": cfg.dataset.name}
+    job = current_job()
+    if job is not None:
+        tags["sweep"] = job.name
+    scores = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key.endswith("/test"))
+    with named_failure(f"register the model of MLflow run {run_id} as {name!r} in the model registry",
+                       "The registry needs a database store (sqlite:///, postgresql://) or a tracking server."):
+        version = mlflow.register_model(model_uri or f"runs:/{run_id}/model", name, tags=tags)
+        client = MlflowClient()
+        client.update_model_version(name, version.version, description=(
+            f"`{run_name}`: {cfg.model.name} trained on {cfg.dataset.name} by run `{run_id}`"
+            + (f" in sweep `{job.name}`" if job else "") + f" ({scores or 'no test metrics'}). Takes raw text: "
+            f"`seqlab predict models:/{name}/{version.version} --text \"...\"`."))
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=(
+                f"Text classifiers trained by seqlab (`seqlab train tracking.registered_model={name}`), one version "
+                "per run: the network with its text preprocessing, so it predicts from raw strings (class names in "
+                "its metadata). Alias `champion`: the best child of the latest sweep that registered here, chosen "
+                f"on the validation metric. `seqlab predict models:/{name}@champion --text \"...\"`."))
+    log.info(f"registered model {name!r} version {version.version} (run {run_name!r})")
+
+
 def metric_history(run_id: str, keys) -> dict[str, list[float]]:
     """{metric: values by step} as logged in the run (the last value where a step was logged twice)."""
     client = MlflowClient()
