@@ -16,11 +16,12 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
 import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
-from seqlab.jobs import current_job, job_overrides
+from seqlab.jobs import child_description, current_job, job_overrides
 from seqlab.errors import ConfigError, RecordingError, Terminated
 from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted
 
@@ -82,7 +83,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     job = current_job()
     if job is not None:
         tags.update({"mlflow.parentRunId": job.parent_run_id, "sweep": job.name, "sweep.role": "child",
-                     "sweep.job": str(job.job)})
+                     "sweep.job": str(job.job), MLFLOW_RUN_NOTE: child_description(job, job_overrides())})
     return tags
 
 
@@ -96,6 +97,23 @@ def artifact_root_for(uri: str) -> str | None:
 
 def experiment_name(cfg: DictConfig) -> str:
     return cfg.tracking.experiment or cfg.dataset.name
+
+
+def experiment_description(cfg: DictConfig) -> str:
+    """The experiment's description (markdown, shown above its runs in the MLflow UI): its data, how its runs are
+    named and how they compare."""
+    name = experiment_name(cfg)
+    return (f"Runs of `seqlab train` on the dataset **{cfg.dataset.name}** (the runs' `dataset.*` params say where "
+            "its files are and how they were sampled), one MLflow run per training run.\n\n"
+            "- **Names**: the model and the overrides that differ from the defaults (`cnn_lstm dropout=0.2`). A sweep "
+            "(`seqlab train -m`) is one parent run named after the sweep (`tracking.sweep`) that holds its best "
+            "child's params and metrics, a comparison table and figure; its children, one per job, are nested "
+            "under it (expand the parent's row, or search `tags.sweep = 'NAME'` to list them flat).\n"
+            "- **Metrics**: `<quantity>/<split>`: `loss/train`, `accuracy/val`, ... per epoch (step = epoch index); "
+            "`accuracy/test`, `f1_macro/test`, ... once, at the step of the epoch whose weights were tested.\n"
+            f"- **Compare**: `seqlab compare --experiment {name}` (runs that differ only in `trainer.seed` averaged), "
+            "`seqlab compare --sweep NAME` for one sweep; here, select runs and press *Compare*, or *Group by* the "
+            "`seed_group` tag.")
 
 
 def configure(cfg: DictConfig) -> str:
@@ -117,11 +135,15 @@ def configure(cfg: DictConfig) -> str:
             if experiment.lifecycle_stage == "deleted":
                 raise ConfigError(f"MLflow experiment {name!r} at {uri} is deleted; restore it in the UI or pick "
                                   "another tracking.experiment.")
+            if MLFLOW_RUN_NOTE not in experiment.tags:  # made before seqlab described its experiments
+                MlflowClient().set_experiment_tag(experiment.experiment_id, MLFLOW_RUN_NOTE,
+                                                  experiment_description(cfg))
             return experiment.experiment_id
         root = artifact_root_for(uri)
         location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
         try:
-            return mlflow.create_experiment(name, artifact_location=location)
+            return mlflow.create_experiment(name, artifact_location=location,
+                                            tags={MLFLOW_RUN_NOTE: experiment_description(cfg)})
         except MlflowException:  # a parallel job created it first
             return mlflow.get_experiment_by_name(name).experiment_id
     except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
