@@ -255,6 +255,9 @@ def comparison_figure(sweep: SweepInfo, table: pd.DataFrame, children, best: Cho
     positions = np.arange(len(table))[::-1]  # the table's first (best) row on top
     values = table[reported].to_numpy(dtype=float)
     spread = table[f"{reported}_std"].to_numpy(dtype=float) if f"{reported}_std" in table else None
+    if spread is not None and not np.isfinite(spread).any():
+        spread = None  # every row a single run: no spread to draw
+    seeds = table["runs"].to_numpy(dtype=float) if "runs" in table else np.ones(len(table))
     left.barh(positions, values, xerr=None if spread is None else np.nan_to_num(spread), capsize=3,
               color=[colours(i % 10) for i in range(len(table))], alpha=0.85)
     for index, (position, value) in enumerate(zip(positions, values)):
@@ -262,7 +265,7 @@ def comparison_figure(sweep: SweepInfo, table: pd.DataFrame, children, best: Cho
             end = value + (np.nan_to_num(spread[index]) if spread is not None else 0)  # right of the error bar
             best_text = ""
             if index == best_row:  # a seed group holds the best child; a run is it
-                best_text = " (the best child's)" if "runs" in table else " (best on validation)"
+                best_text = " (holds the best child)" if seeds[index] > 1 else " (best on validation)"
             left.text(end, position, f" {value:.4f}{best_text}", va="center", fontsize=8,
                       fontweight="bold" if index == best_row else "normal")
     left.set_yticks(positions, labels, fontsize=8)
@@ -331,12 +334,11 @@ def parent_note(sweep: SweepInfo, children, status: str, complete: bool, best: C
         compared.append(f"`{key}` over {', '.join(f'`{v}`' for v in values)}" if values
                         else f"`{key}` (searched in a range)")
     outcome = "" if complete else f" (ended {status} before all its jobs finished: summarised from those that did)"
-    lines = [f"**Sweep `{sweep.name}`**{outcome}: compares {'; '.join(compared) or 'the same config (no swept key)'}."
-             " The rest of the config is the command line's (tag `sweep.overrides`); the table below shows every "
-             "param that differs between the children.", "",
+    lines = [f"**Sweep `{sweep.name}`**{outcome}: compares {'; '.join(compared) or 'the same config (no swept key)'}"
+             " (the rest: tag `sweep.overrides`).", "",
              f"**Children**: {len(children)} ({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}), "
-             "nested under this run in the runs table: expand this row, or search "
-             f"`tags.sweep = '{sweep.name}'` to list them flat."]
+             "nested under this run in the runs table: expand its row (the + by its name), or sort the table by a "
+             "metric to list them all flat."]
     if best is not None:
         run, reported = best.run, test_metric(sweep.optimized_metric)
         step = f" at step {best.step} (the epoch it kept)" if best.step is not None else ""

@@ -108,7 +108,7 @@ def experiment_description(cfg: DictConfig) -> str:
             "- **Names**: the model and the overrides that differ from the defaults (`cnn_lstm dropout=0.2`). A sweep "
             "(`seqlab train -m`) is one parent run named after the sweep (`tracking.sweep`) that holds its best "
             "child's params and metrics, a comparison table and figure; its children, one per job, are nested "
-            "under it (expand the parent's row, or search `tags.sweep = 'NAME'` to list them flat).\n"
+            "under it (expand the parent's row, or sort the table by a metric to list every run flat).\n"
             "- **Metrics**: `<quantity>/<split>`: `loss/train`, `accuracy/val`, ... per epoch (step = epoch index); "
             "`accuracy/test`, `f1_macro/test`, ... once, at the step of the epoch whose weights were tested.\n"
             f"- **Compare**: `seqlab compare --experiment {name}` (runs that differ only in `trainer.seed` averaged), "
