@@ -205,6 +205,9 @@ def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
     [parent], children = split_runs(runs_of(client, "search"))
     assert parent.info.status in ("KILLED", "FAILED")  # never left RUNNING
     assert "RUNNING" not in {r.info.status for r in children}
+    # summarised from the two trials that finished, the champion left alone (none here: no registry)
+    assert parent.data.tags["best_run_id"] in {r.info.run_id for r in children if r.info.status == "FINISHED"}
+    assert f"ended {parent.info.status} before all its jobs finished" in parent.data.tags["mlflow.note.content"]
 
     second = seqlab(*command[3:], cwd=tmp_path, timeout=420)
     assert second.returncode == 0, second.stderr[-3000:]
