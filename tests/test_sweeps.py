@@ -153,7 +153,7 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     assert "`model.units` over `4`, `6`" in note and "2 FINISHED" in note and best.info.run_name in note
     assert "seqlab compare --sweep pair" in note and "`pair_model` version" in note
     for run in children:  # each child's description names its sweep and what it varies
-        assert f"sweep **`pair`**" in run.data.tags["mlflow.note.content"]
+        assert "sweep **`pair`**" in run.data.tags["mlflow.note.content"]
         assert f"`model.units={run.data.params['model.units']}`" in run.data.tags["mlflow.note.content"]
     assert "mlflow.note.content" in client.get_experiment_by_name("server_sweep").tags
     assert {"comparison.csv", "comparison.md", "comparison.png"} <= {
