@@ -155,7 +155,8 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     for run in children:  # each child's description names its sweep and what it varies
         assert "sweep **`pair`**" in run.data.tags["mlflow.note.content"]
         assert f"`model.units={run.data.params['model.units']}`" in run.data.tags["mlflow.note.content"]
-    assert "mlflow.note.content" in client.get_experiment_by_name("server_sweep").tags
+    experiment_tags = client.get_experiment_by_name("server_sweep").tags
+    assert "mlflow.note.content" in experiment_tags and experiment_tags["mlflow.experimentKind"] == "custom_model_development"
     assert {"comparison.csv", "comparison.md", "comparison.png"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
     summary = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="comparison.csv",

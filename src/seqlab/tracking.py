@@ -87,7 +87,7 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     job = current_job()
     if job is not None:
         tags.update({"mlflow.parentRunId": job.parent_run_id, "sweep": job.name, "sweep.role": "child",
-                     "sweep.job": str(job.job), MLFLOW_RUN_NOTE: child_description(job, job_overrides())})
+                     "sweep.job": str(job.job)})
     return tags
 
 
@@ -107,6 +107,12 @@ def artifact_root_for(uri: str) -> str | None:
 
 def experiment_name(cfg: DictConfig) -> str:
     return cfg.tracking.experiment or cfg.dataset.name
+
+
+def experiment_tags(cfg: DictConfig) -> dict[str, str]:
+    """Its description, and its kind: without it, MLflow 3's UI opens a new experiment on its GenAI overview page
+    instead of the runs table."""
+    return {MLFLOW_RUN_NOTE: experiment_description(cfg), "mlflow.experimentKind": "custom_model_development"}
 
 
 def experiment_description(cfg: DictConfig) -> str:
@@ -145,15 +151,14 @@ def configure(cfg: DictConfig) -> str:
             if experiment.lifecycle_stage == "deleted":
                 raise ConfigError(f"MLflow experiment {name!r} at {uri} is deleted; restore it in the UI or pick "
                                   "another tracking.experiment.")
-            if MLFLOW_RUN_NOTE not in experiment.tags:  # made before seqlab described its experiments
-                MlflowClient().set_experiment_tag(experiment.experiment_id, MLFLOW_RUN_NOTE,
-                                                  experiment_description(cfg))
+            for key, value in experiment_tags(cfg).items():  # experiments made before seqlab set these
+                if key not in experiment.tags:
+                    MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         root = artifact_root_for(uri)
         location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
         try:
-            return mlflow.create_experiment(name, artifact_location=location,
-                                            tags={MLFLOW_RUN_NOTE: experiment_description(cfg)})
+            return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags(cfg))
         except MlflowException:  # a parallel job created it first
             return mlflow.get_experiment_by_name(name).experiment_id
     except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
@@ -213,8 +218,7 @@ def description(cfg: DictConfig, overrides: list[str]) -> str:
     lines = [f"**{cfg.model.name}** on **{cfg.dataset.name}**, seed {cfg.trainer.seed}: `{command}`"]
     job = current_job()
     if job is not None:
-        lines.append(f"Job {job.job} of sweep `{job.name}`, which varies {', '.join(job.swept) or 'nothing'}; "
-                     f"`seqlab compare --sweep {job.name}` compares its runs.")
+        lines.append(child_description(job, overrides))
     lines.append("Params: what this run used (its options' keys and `derived.*` facts); the whole config is "
                  "`config.yaml`. Metrics: `<quantity>/<split>` per epoch (step = epoch index), test metrics once, at "
                  "the step of the epoch whose weights were tested.")
@@ -268,7 +272,7 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
             else:
                 log_config(cfg)
                 mlflow.set_tags(run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
-                mlflow.set_tag("mlflow.note.content", description(cfg, safe_overrides(job_overrides())))
+                mlflow.set_tag(MLFLOW_RUN_NOTE, description(cfg, safe_overrides(job_overrides())))
             yield run
             raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:
