@@ -68,7 +68,8 @@ def machine() -> str:
 def finished_runs(client, experiment_id: str, model: str):
     runs = client.search_runs([experiment_id], filter_string=f"params.`model.name` = '{model}' and "
                               "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
-    return [run for run in runs if "accuracy/test" in run.data.metrics]
+    # a sweep's parent repeats its best child's params and metrics: not a run of its own
+    return [run for run in runs if "accuracy/test" in run.data.metrics and run.data.tags.get("sweep.role") != "parent"]
 
 
 def run_model(model: str, args, settings: list[str], machine_text: str) -> None:

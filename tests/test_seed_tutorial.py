@@ -48,7 +48,11 @@ def test_the_sweep_runs_on_a_tiny_subset_and_compare_prints_its_table(real_data_
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("seed_tutorial")
-    runs = [run for run in client.search_runs([experiment.experiment_id]) if "model.name" in run.data.params]
+    every = client.search_runs([experiment.experiment_id])
+    runs = [run for run in every if run.data.tags.get("sweep.role") == "child"]  # the parent holds the best's params
+    [parent] = [run for run in every if run.data.tags.get("sweep.role") == "parent"]
+    assert parent.data.tags["best_run_id"] in {run.info.run_id for run in runs}
+    assert "`model` over `lstm`, `lstm_dropout`" in parent.data.tags["mlflow.note.content"]  # the preset's sweep
     assert sorted(run.data.params["model.name"] for run in runs) == sorted(VARIANTS)
     assert all(run.info.status == "FINISHED" and "accuracy/test" in run.data.metrics for run in runs)
     assert {run.data.params["trainer.epochs"] for run in runs} == {"1"}

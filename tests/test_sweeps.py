@@ -90,10 +90,12 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp_path, monkeypatch):
+def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp_path, monkeypatch, capsys):
+    two_epochs = [o for o in SMALL_INPUTS if not o.startswith("trainer.epochs=")] + ["trainer.epochs=2"]
     result = seqlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.units=4,6",
-                    f"dataset.path={tiny_reviews}", *SMALL_INPUTS, f"tracking.uri={mlflow_server}",
-                    "tracking.experiment=server_sweep", "tracking.sweep=pair", cwd=tmp_path, timeout=540)
+                    f"dataset.path={tiny_reviews}", *two_epochs, "trainer.early_stopping=1", "trainer.checkpoint=false",
+                    f"tracking.uri={mlflow_server}", "tracking.experiment=server_sweep", "tracking.sweep=pair",
+                    "tracking.registered_model=pair_model", cwd=tmp_path, timeout=540)
     assert result.returncode == 0, result.stderr[-3000:]
 
     client = MlflowClient(mlflow_server)
@@ -123,11 +125,55 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     # the server keeps the artifacts under its --artifacts-destination
     assert len(list((tmp_path / "server-artifacts").rglob("MLmodel"))) == 2
 
-    table = seqlab("compare", "--tracking-uri", mlflow_server, "--sweep", "pair", "--format", "csv", cwd=tmp_path)
-    assert table.returncode == 0, table.stderr
-    frame = pd.read_csv(io.StringIO(table.stdout))
+    from seqlab.compare import main as compare_main  # in this process: a second interpreter would cost seconds
+
+    capsys.readouterr()
+    assert compare_main(["--tracking-uri", mlflow_server, "--sweep", "pair", "--format", "csv"]) == 0
+    frame = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert sorted(frame["model.units"]) == [4, 6] and set(frame["model"]) == {"lstm"}
     assert frame["accuracy/test"].between(0, 1).all()
+
+    # The parent summarises the sweep: the best child on accuracy/val at the epoch it kept (where it logged its
+    # test metrics), ties to the lower loss/val, then to the earlier job; recomputed here from the histories.
+    def at_kept_step(run, key):
+        kept = client.get_metric_history(run.info.run_id, "accuracy/test")[0].step
+        return [m.value for m in client.get_metric_history(run.info.run_id, key) if m.step == kept][-1]
+
+    best = max(children, key=lambda r: (at_kept_step(r, "accuracy/val"), -at_kept_step(r, "loss/val"),
+                                        -int(r.data.tags["sweep.job"])))
+    parent = client.get_run(parent.info.run_id)
+    tags = parent.data.tags
+    assert tags["best_run_id"] == best.info.run_id and tags["best_run_name"] == best.info.run_name
+    assert tags["best_metric"] == "accuracy/val"
+    assert parent.data.metrics == pytest.approx(best.data.metrics)
+    assert parent.data.params == best.data.params
+    assert [r.data.tags.get("sweep.best") for r in children if r.info.run_id != best.info.run_id] == [None]
+    assert client.get_run(best.info.run_id).data.tags["sweep.best"] == "true"
+    note = tags["mlflow.note.content"]
+    assert "`model.units` over `4`, `6`" in note and "2 FINISHED" in note and best.info.run_name in note
+    assert "seqlab compare --sweep pair" in note and "`pair_model` version" in note
+    for run in children:  # each child's description names its sweep and what it varies
+        assert "sweep **`pair`**" in run.data.tags["mlflow.note.content"]
+        assert f"`model.units={run.data.params['model.units']}`" in run.data.tags["mlflow.note.content"]
+    experiment_tags = client.get_experiment_by_name("server_sweep").tags
+    assert "mlflow.note.content" in experiment_tags and experiment_tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {"comparison.csv", "comparison.md", "comparison.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+    summary = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, artifact_path="comparison.csv",
+                                                              dst_path=str(tmp_path / "summary")))
+    assert sorted(summary["model.units"]) == [4, 6]  # one row per variant, as seqlab compare --sweep pair
+
+    # Registry: every child registered a version; the best child's is the champion, and predicts by that name.
+    versions = client.search_model_versions("name='pair_model'")
+    assert {v.run_id for v in versions} == {r.info.run_id for r in children}
+    champion = client.get_model_version_by_alias("pair_model", "champion")
+    assert champion.run_id == best.info.run_id and champion.tags["run_name"] == best.info.run_name
+    assert client.get_registered_model("pair_model").description
+    from seqlab.predict import main as predict_main
+
+    assert predict_main(["models:/pair_model@champion", "--text", "a wonderful film", "--tracking-uri",
+                         mlflow_server]) == 0
+    assert "a wonderful film" in capsys.readouterr().out
 
 
 # --- Optuna: interrupted after two trials, resumed, three in all ------------------------------------------
@@ -160,6 +206,9 @@ def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
     [parent], children = split_runs(runs_of(client, "search"))
     assert parent.info.status in ("KILLED", "FAILED")  # never left RUNNING
     assert "RUNNING" not in {r.info.status for r in children}
+    # summarised from the two trials that finished, the champion left alone (none here: no registry)
+    assert parent.data.tags["best_run_id"] in {r.info.run_id for r in children if r.info.status == "FINISHED"}
+    assert f"ended {parent.info.status} before all its jobs finished" in parent.data.tags["mlflow.note.content"]
 
     second = seqlab(*command[3:], cwd=tmp_path, timeout=420)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -229,6 +278,28 @@ def test_unreachable_server_fails_fast_before_any_work(tmp_path):
         assert result.returncode == 2, result.stderr
         assert f"Cannot reach the MLflow tracking server at tracking.uri='{uri}'" in result.stderr
         assert "Traceback" not in result.stderr and "Launching" not in result.stdout + result.stderr
+
+
+def test_registered_model_needs_a_logged_model_and_a_failed_registration_is_a_recording_error(monkeypatch):
+    from types import SimpleNamespace
+
+    from seqlab import tracking
+    from seqlab.config import validate
+    from seqlab.errors import RecordingError
+
+    cfg = compose_config(["tracking.registered_model=imdb_lstm"])
+    validate(cfg)
+    assert "tracking.registered_model" not in tracking.compared_params(cfg)  # where the model goes, not what it is
+    with pytest.raises(ConfigError, match="tracking.log_model is false"):
+        validate(compose_config(["tracking.registered_model=imdb_lstm", "tracking.log_model=false"]))
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("registry unreachable")
+
+    monkeypatch.setattr(mlflow, "register_model", unreachable)
+    run = SimpleNamespace(info=SimpleNamespace(run_id="0123abcd", run_name="lstm"))
+    with pytest.raises(RecordingError, match="register the model of MLflow run 0123abcd as 'imdb_lstm'.*unreachable"):
+        tracking.register_model(cfg, run, None, {"accuracy/test": 0.5})
 
 
 def test_sweep_name_and_overrides_as_logged():

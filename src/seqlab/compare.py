@@ -195,7 +195,7 @@ def cell(column: str, value, spread=None) -> str:
         return text
     if "seconds" in column:
         digits = 1
-    elif column == "time/epochs" and value.is_integer() and not spread:
+    elif column == "time/epochs" and value.is_integer() and (spread is None or pd.isna(spread) or not spread):
         digits = 0
     else:
         digits = 4

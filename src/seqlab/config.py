@@ -104,6 +104,7 @@ class TrackingConfig:
     log_model: bool = True
     sweep: Optional[str] = None  # a --multirun's name (its parent run); the same name continues it
     system_metrics: bool = True  # MLflow's CPU, memory, disk, network (and GPU) metrics, every 10 s
+    registered_model: Optional[str] = None  # register each run's model under this name; a sweep's best: @champion
 
 
 @dataclass
@@ -224,6 +225,10 @@ def validate(cfg: DictConfig) -> None:
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])
     _allowed("trainer.class_weight", t.class_weight, [None, "balanced"])
     _allowed("optimized_metric", canonical(cfg.optimized_metric), METRICS, cfg.optimized_metric)
+    if cfg.tracking.registered_model and not cfg.tracking.log_model:
+        raise ConfigError(f"Config key 'tracking.registered_model' is {cfg.tracking.registered_model!r}, but "
+                          "tracking.log_model is false: there is no model to register. Set tracking.log_model=true "
+                          "or tracking.registered_model=null.")
     _check_model_inputs(cfg)
 
 

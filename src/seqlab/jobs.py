@@ -35,3 +35,10 @@ def job_overrides() -> list[str]:
     return safe_overrides(json.loads(value)) if value else []
 
 
+def child_description(job: SweepJob, overrides: list[str]) -> str:
+    """A sweep child's description (markdown, the MLflow UI's run "Description"): its sweep and what it varies."""
+    varied = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in set(job.swept or [])]
+    return (f"Job {job.job} of sweep **`{job.name}`** (parent run `{job.parent_run_id}`), which varies "
+            + (", ".join(f"`{key}`" for key in job.swept) if job.swept else "nothing") + ": this run has "
+            + (", ".join(f"`{o}`" for o in varied) if varied else "the sweep's config as it is")
+            + f". The sweep's table: `seqlab compare --sweep {job.name}`.")

@@ -30,7 +30,8 @@ ID_COLUMNS = ("id", "thread_id", "review_id")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqlab predict", description="Predict labels for raw text with a model "
                                 "logged by 'seqlab train'.")
-    p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, or a local model folder")
+    p.add_argument("model_uri", help="runs:/<run_id>/model, models:/<name>/<version>, "
+                   "models:/<name>@champion (a sweep's best, tracking.registered_model), or a local model folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to classify (repeat for several)")
     source.add_argument("--input", help="a .txt file (one text per line), or a file as dataset=custom reads it "
@@ -144,8 +145,9 @@ def load(model_uri: str):
         return mlflow.pyfunc.load_model(model_uri)
     except Exception as error:  # MLflow raises several types for a bad URI or a missing run
         raise SeqlabError(f"Cannot load model {model_uri!r}: {str(error).splitlines()[0]}. Give runs:/<run_id>/model, "
-                          "models:/<name>/<version> or a local model folder, with the store it was logged to "
-                          "(--tracking-uri, default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).") from None
+                          "models:/<name>/<version>, models:/<name>@<alias> or a local model folder, with the store "
+                          "it was logged to (--tracking-uri, default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+                          ) from None
 
 
 def model_metadata(model_uri: str) -> dict:

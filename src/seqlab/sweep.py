@@ -13,6 +13,7 @@ same name continues it: its children join the same parent (and an Optuna search 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -126,6 +127,7 @@ class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self.sweep = None  # seqlab.jobs.SweepJob; job is unused on the parent's side
         self.tracking_uri: str | None = None
+        self.summary = None  # seqlab.summary.SweepInfo: what the parent's summary needs of the sweep's config
 
     @property
     def parent_run_id(self) -> str | None:
@@ -135,6 +137,7 @@ class MlflowSweepCallback(Callback):
         import seqlab
         from seqlab import tracking
         from seqlab.errors import SeqlabError, report_error
+        from seqlab.summary import SweepInfo
 
         for handler in logging.getLogger().handlers:  # Hydra logs each job's overrides: tracking.uri=user:pw@...
             handler.addFilter(redact_credentials)
@@ -154,6 +157,7 @@ class MlflowSweepCallback(Callback):
                 "sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_")).rsplit(".", 1)[-1],
                 **tracking.source_tags("seqlab train --multirun")}
         parent = find_parent(client, experiment_id, name)
+        resumed = 0
         if parent is None:
             run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
             log.info(f"sweep {name!r}: MLflow parent run {run_id} in experiment "
@@ -165,10 +169,14 @@ class MlflowSweepCallback(Callback):
             for key, value in {**tags, "sweep.resumed": str(resumed)}.items():
                 client.set_tag(run_id, key, value)
             log.info(f"sweep {name!r} continues under its MLflow parent run {run_id} at {uri}")
+        varied = swept(config)
         self.sweep = SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
-                                       bucketing=like_for_like(config, swept_models(config)),
-                                       swept=sorted(swept(config)))
+                              bucketing=like_for_like(config, swept_models(config)), swept=sorted(varied))
         self.tracking_uri = uri
+        self.summary = SweepInfo(name=name, parent_run_id=run_id, experiment_id=experiment_id, tracking_uri=uri,
+                                 swept=varied, optimized_metric=str(config.optimized_metric),
+                                 registered_model=OmegaConf.select(config, "tracking.registered_model"),
+                                 summary_step=resumed)
         atexit.register(self._end_interrupted)
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
@@ -195,7 +203,7 @@ class MlflowSweepCallback(Callback):
         if self.sweep is None:
             return
         atexit.unregister(self._end_interrupted)
-        self._end("FINISHED")
+        self._end("FINISHED", complete=True)
 
     def tag_best_trial(self, trial) -> None:
         """Tag the parent with an Optuna search's best trial and the child run that made it."""
@@ -214,27 +222,52 @@ class MlflowSweepCallback(Callback):
             client.set_tag(self.sweep.parent_run_id, key, value)
 
     def _end_interrupted(self) -> None:
-        """At exit without on_multirun_end (a job failed, Ctrl-C): KILLED if a child was, else FAILED."""
+        """At exit without on_multirun_end (a job failed, Ctrl-C): KILLED if a child was, else FAILED; the parent
+        still summarises the children that finished."""
         from mlflow.tracking import MlflowClient
 
         try:
             killed = sweep_children(MlflowClient(self.tracking_uri), self.sweep.parent_run_id,
                                     self.sweep.experiment_id, status="KILLED")
-            self._end("KILLED" if killed else "FAILED")
+            self._end("KILLED" if killed else "FAILED", complete=False)
         except Exception as error:  # the store went away with the sweep: say so, without a traceback at exit
             log.warning(f"could not end the sweep's parent run {self.sweep.parent_run_id}: "
                   f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
-    def _end(self, status: str) -> None:
+    def _end(self, status: str, complete: bool) -> None:
+        """Summarise the children into the parent (seqlab.summary), then end it with `status`. A summary that cannot
+        be written ends the parent FAILED, and a sweep that otherwise completed exits with its message (code 4)."""
         from mlflow.tracking import MlflowClient
 
+        from seqlab.errors import RecordingError, redact_uri, report_error
+        from seqlab.summary import summarize
+
         client = MlflowClient(self.tracking_uri)
+        parent_id = self.sweep.parent_run_id
+        children = sweep_children(client, parent_id, self.sweep.experiment_id)
         counts: dict[str, int] = {}
-        for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id):
+        for run in children:
             counts[run.info.status] = counts.get(run.info.status, 0) + 1
-        client.set_tag(self.sweep.parent_run_id, "sweep.children",
-                       ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
-        client.set_terminated(self.sweep.parent_run_id, status)
+        client.set_tag(parent_id, "sweep.children", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
+        failure = None
+        try:
+            best = summarize(client, self.summary, children, status, complete)
+            if best is not None:
+                log.info(f"sweep {self.sweep.name!r}: best child {best.run.info.run_name!r} ({best.metric} "
+                         f"{best.value:.4f}); its params, metrics and the comparison are in parent run {parent_id}")
+        except Exception as error:  # the children are recorded; only the parent's summary is incomplete
+            failure = (f"Could not write the summary of sweep {self.sweep.name!r} into its parent run {parent_id}: "
+                       f"{type(error).__name__}: {redact_uri(str(error))}")
+            if not complete:  # else reported below, as the sweep's error
+                log.warning(failure)
+            with contextlib.suppress(Exception):
+                client.set_tag(parent_id, "error", f"RecordingError: {failure}"[:5000])
+            status = "FAILED" if status == "FINISHED" else status
+        finally:
+            client.set_terminated(parent_id, status)
+        if failure is not None and complete:  # Hydra turns a callback's exceptions into warnings
+            raise SystemExit(report_error(RecordingError(
+                f"{failure}. The children's runs are complete; the parent run is marked FAILED.")))
 
 
 def _end_leaked_runs(status: str) -> None:

@@ -18,11 +18,12 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
 import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
-from seqlab.jobs import current_job, job_overrides
+from seqlab.jobs import child_description, current_job, job_overrides
 from seqlab.errors import ConfigError, RecordingError, Terminated
 from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted, safe_overrides
 
@@ -108,6 +109,29 @@ def experiment_name(cfg: DictConfig) -> str:
     return cfg.tracking.experiment or cfg.dataset.name
 
 
+def experiment_tags(cfg: DictConfig) -> dict[str, str]:
+    """Its description, and its kind: without it, MLflow 3's UI opens a new experiment on its GenAI overview page
+    instead of the runs table."""
+    return {MLFLOW_RUN_NOTE: experiment_description(cfg), "mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_description(cfg: DictConfig) -> str:
+    """The experiment's description (markdown, shown above its runs in the MLflow UI): its data, how its runs are
+    named and how they compare."""
+    name = experiment_name(cfg)
+    return (f"Runs of `seqlab train` on the dataset **{cfg.dataset.name}** (the runs' `dataset.*` params say where "
+            "its files are and how they were sampled), one MLflow run per training run.\n\n"
+            "- **Names**: the model and the overrides that differ from the defaults (`cnn_lstm dropout=0.2`). A sweep "
+            "(`seqlab train -m`) is one parent run named after the sweep (`tracking.sweep`) that holds its best "
+            "child's params and metrics, a comparison table and figure; its children, one per job, are nested "
+            "under it (expand the parent's row, or sort the table by a metric to list every run flat).\n"
+            "- **Metrics**: `<quantity>/<split>`: `loss/train`, `accuracy/val`, ... per epoch (step = epoch index); "
+            "`accuracy/test`, `f1_macro/test`, ... once, at the step of the epoch whose weights were tested.\n"
+            f"- **Compare**: `seqlab compare --experiment {name}` (runs that differ only in `trainer.seed` averaged), "
+            "`seqlab compare --sweep NAME` for one sweep; here, select runs and press *Compare*, or *Group by* the "
+            "`seed_group` tag.")
+
+
 def configure(cfg: DictConfig) -> str:
     """Point MLflow at the store and return the experiment's id, creating the experiment if needed."""
     uri = cfg.tracking.uri
@@ -127,11 +151,14 @@ def configure(cfg: DictConfig) -> str:
             if experiment.lifecycle_stage == "deleted":
                 raise ConfigError(f"MLflow experiment {name!r} at {uri} is deleted; restore it in the UI or pick "
                                   "another tracking.experiment.")
+            for key, value in experiment_tags(cfg).items():  # experiments made before seqlab set these
+                if key not in experiment.tags:
+                    MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         root = artifact_root_for(uri)
         location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
         try:
-            return mlflow.create_experiment(name, artifact_location=location)
+            return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags(cfg))
         except MlflowException:  # a parallel job created it first
             return mlflow.get_experiment_by_name(name).experiment_id
     except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
@@ -191,8 +218,7 @@ def description(cfg: DictConfig, overrides: list[str]) -> str:
     lines = [f"**{cfg.model.name}** on **{cfg.dataset.name}**, seed {cfg.trainer.seed}: `{command}`"]
     job = current_job()
     if job is not None:
-        lines.append(f"Job {job.job} of sweep `{job.name}`, which varies {', '.join(job.swept) or 'nothing'}; "
-                     f"`seqlab compare --sweep {job.name}` compares its runs.")
+        lines.append(child_description(job, overrides))
     lines.append("Params: what this run used (its options' keys and `derived.*` facts); the whole config is "
                  "`config.yaml`. Metrics: `<quantity>/<split>` per epoch (step = epoch index), test metrics once, at "
                  "the step of the epoch whose weights were tested.")
@@ -246,7 +272,7 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
             else:
                 log_config(cfg)
                 mlflow.set_tags(run_tags(cfg))  # seed group; overrides and parent run for CLI/sweep jobs
-                mlflow.set_tag("mlflow.note.content", description(cfg, safe_overrides(job_overrides())))
+                mlflow.set_tag(MLFLOW_RUN_NOTE, description(cfg, safe_overrides(job_overrides())))
             yield run
             raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:
@@ -419,6 +445,34 @@ def delete_checkpoint(run_id: str) -> None:
 
     with contextlib.suppress(Exception):  # some artifact stores cannot delete
         get_artifact_repository(MlflowClient().get_run(run_id).info.artifact_uri).delete_artifacts(CHECKPOINT_PATH)
+
+
+def register_model(cfg: DictConfig, run, model_uri: str | None, metrics: dict[str, float]) -> None:
+    """A new version of the registered model `tracking.registered_model` from the run's logged model, tagged with
+    the run, model and dataset. A failure raises RecordingError (the run ends FAILED)."""
+    from seqlab.callbacks import named_failure  # it imports Keras, which the sweep's own process never loads
+
+    name, run_id, run_name = cfg.tracking.registered_model, run.info.run_id, run.info.run_name
+    tags = {"run_name": run_name, "model": cfg.model.name, "dataset": cfg.dataset.name}
+    job = current_job()
+    if job is not None:
+        tags["sweep"] = job.name
+    scores = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items() if key.endswith("/test"))
+    with named_failure(f"register the model of MLflow run {run_id} as {name!r} in the model registry",
+                       "The registry needs a database store (sqlite:///, postgresql://) or a tracking server."):
+        version = mlflow.register_model(model_uri or f"runs:/{run_id}/model", name, tags=tags)
+        client = MlflowClient()
+        client.update_model_version(name, version.version, description=(
+            f"`{run_name}`: {cfg.model.name} trained on {cfg.dataset.name} by run `{run_id}`"
+            + (f" in sweep `{job.name}`" if job else "") + f" ({scores or 'no test metrics'}). Takes raw text: "
+            f"`seqlab predict models:/{name}/{version.version} --text \"...\"`."))
+        if not client.get_registered_model(name).description:
+            client.update_registered_model(name, description=(
+                f"Text classifiers trained by seqlab (`seqlab train tracking.registered_model={name}`), one version "
+                "per run: the network with its text preprocessing, so it predicts from raw strings (class names in "
+                "its metadata). Alias `champion`: the best child of the latest sweep that registered here, chosen "
+                f"on the validation metric. `seqlab predict models:/{name}@champion --text \"...\"`."))
+    log.info(f"registered model {name!r} version {version.version} (run {run_name!r})")
 
 
 def metric_history(run_id: str, keys) -> dict[str, list[float]]:

@@ -204,7 +204,9 @@ def train(cfg: DictConfig) -> float:
         log.info("test " + ", ".join(f"{k.split('/')[0]} {v:.4f}" for k, v in metrics.items()))
         log.info(f"classification report on the test split:\n{report}")
         if cfg.tracking.log_model:
-            log_model(model, preprocessor, data, metadata, step=kept, model_name=cfg.model.name)
+            model_info = log_model(model, preprocessor, data, metadata, step=kept, model_name=cfg.model.name)
+            if cfg.tracking.registered_model:  # inside the run: a failed registration ends it FAILED
+                tracking.register_model(cfg, run, model_info.model_uri, metrics)
     tracking.delete_checkpoint(run.info.run_id)  # FINISHED: nothing left to resume
     return objective(cfg, metrics, history, kept)
 
