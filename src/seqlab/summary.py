@@ -159,7 +159,8 @@ def copy_best(client: MlflowClient, parent, best: Choice, step: int) -> list[str
     held = parent.data.params
     params = [Param(key, value) for key, value in run.data.params.items() if key not in held]
     now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, step) for key, value in run.data.metrics.items()]
+    # its results, not the machine's load while it ran (system/*: the child's own record keeps those)
+    metrics = [Metric(key, value, now, step) for key, value in run.data.metrics.items() if not key.startswith("system/")]
     for start in range(0, max(len(params), len(metrics)), BATCH):
         client.log_batch(parent.info.run_id, metrics=metrics[start:start + BATCH],
                          params=params[start:start + BATCH], synchronous=True)
@@ -346,7 +347,7 @@ def parent_note(sweep: SweepInfo, children, status: str, complete: bool, best: C
         params = ("and so are its params" if not stale else "and so are its params but "
                   + ", ".join(f"`{key}` (the best's: `{run.data.params[key]}`)" for key in stale)
                   + ", kept from an earlier summary's best: MLflow never changes a logged param")
-        lines += ["", f"**Best**: [`{run.info.run_name}`](#/experiments/{sweep.experiment_id}/runs/{run.info.run_id}) "
+        lines += ["", f"**Best**: [`{run.info.run_name}`](#/experiments/{sweep.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning) "
                       f"(tag `{BEST_TAG}=true`), chosen on `{best.metric}` = {best.value:.4f}{step}, never on a test "
                       f"metric; its `{reported}` = " + ("none" if tested is None else f"{tested:.4f}")
                   + f". This run's metrics are the best child's {params}."]

@@ -94,7 +94,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
 def run_link(uri: str, experiment_id: str, run_id: str) -> str:
     """Where the run is in the MLflow UI: the tracking server's own page, or `make ui`'s for a local store."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return redact_uri(f"{base}/#/experiments/{experiment_id}/runs/{run_id}")
+    # without workflowType, MLflow 3's UI may open the run in its GenAI layout
+    return redact_uri(f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning")
 
 
 def artifact_root_for(uri: str) -> str | None:
