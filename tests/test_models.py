@@ -275,7 +275,7 @@ def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
 
 
 def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
-    """The logged model's loader (seqlab.serving.TextClassifier.load_context) imports seqlab's layers and
+    """The logged model's loader (seqlab.serving._load_pyfunc) imports seqlab's layers and
     preprocessing only; the saved inner network names its optimizer, LazyAdam."""
     import subprocess
     import sys

@@ -183,21 +183,26 @@ def test_a_keras_flavor_model_of_an_earlier_seqlab_predicts_as_the_pyfunc_model_
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     model = end_to_end_model(num_classes=3)
     model.save(tmp_path / "model.keras")
-    classifier = serving.TextClassifier(["a", "b", "c"])
+    folder = serving.write_model_data(tmp_path / serving.DATA_FOLDER, serving.TextClassifier(["a", "b", "c"]), model)
     with mlflow.start_run():
         legacy = mlflow.keras.log_model(model, name="model", pip_requirements=["keras"],
                                         metadata={"class_names": ["a", "b", "c"], "metadata_columns": []})
-        current = mlflow.pyfunc.log_model(name="model_now", python_model=classifier, pip_requirements=["keras"],
-                                          artifacts={serving.KERAS_ARTIFACT: str(tmp_path / "model.keras")})
+        current = mlflow.pyfunc.log_model(name="model_now", loader_module=serving.LOADER_MODULE,
+                                          data_path=str(folder), pip_requirements=["keras"])
     old, new = predict.load(legacy.model_uri), predict.load(current.model_uri)
     assert isinstance(old, predict.KerasFlavorModel) and isinstance(new, mlflow.pyfunc.PyFuncModel)
+    assert isinstance(new.get_raw_model(), keras.Model)
+    logged = Path(mlflow.artifacts.download_artifacts(current.model_uri))
+    assert sorted(p.relative_to(logged).as_posix() for p in (logged / "data").rglob("*")) == [
+        "data/classifier", "data/classifier/classifier.json", "data/classifier/model.keras"]
+    assert not list(logged.rglob("*.pkl"))  # nothing that loading would unpickle
     frame = pd.DataFrame({"text": [*TEXTS, "an unseen review"]})
     expected = new.predict(frame)
     assert list(expected.columns) == ["label", "probability", "probability_a", "probability_b", "probability_c"]
     pd.testing.assert_frame_equal(old.predict(frame), expected)
     assert np.allclose(expected.filter(like="probability_").sum(axis=1), 1, atol=1e-5)
     # direct calls of the class take bare texts too; the table keeps a Series' index
-    direct = old.classifier.predict(None, pd.Series(TEXTS, index=[7, 8, 9, 10]), params={"batch_size": 3})
+    direct = old.classifier.predict(pd.Series(TEXTS, index=[7, 8, 9, 10]), params={"batch_size": 3})
     assert direct.index.tolist() == [7, 8, 9, 10] and direct["label"].tolist() == expected["label"][:4].tolist()
 
 
@@ -205,11 +210,10 @@ def test_a_pyfunc_model_whose_file_holds_python_code_is_refused(tmp_path):
     """Safe mode: a .keras file with a lambda in it is not run on load."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     inputs = keras.Input(shape=(3,))
-    keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Lambda(lambda x: x * 2)(inputs))).save(
-        tmp_path / "model.keras")
+    network = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Lambda(lambda x: x * 2)(inputs)))
+    folder = serving.write_model_data(tmp_path / serving.DATA_FOLDER, serving.TextClassifier(["neg", "pos"]), network)
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=serving.TextClassifier(["neg", "pos"]),
-                                       artifacts={serving.KERAS_ARTIFACT: str(tmp_path / "model.keras")},
+        info = mlflow.pyfunc.log_model(name="model", loader_module=serving.LOADER_MODULE, data_path=str(folder),
                                        pip_requirements=["keras"])
     with pytest.raises(SeqlabError, match="safe_mode"):
         predict.load(info.model_uri)
@@ -267,6 +271,12 @@ def test_signature_metadata_and_description(logged):
             "class_names": model.data.class_names, "dataset": model.cfg.dataset.name, "metadata_columns": columns,
             "speaker_tokens": name == "hierarchical"}
         assert info.saved_input_example_info is not None  # MLflow's UI shows it, serving validated it
+        assert info.flavors["python_function"]["loader_module"] == "seqlab.serving"
+        logged_model = Path(mlflow.artifacts.download_artifacts(model.uri))
+        assert not list(logged_model.rglob("*.pkl")), name  # loading unpickles nothing
+        assert json.loads((logged_model / "data" / "classifier" / "classifier.json").read_text()) == {
+            "class_names": model.data.class_names, "metadata_columns": columns,
+            "speaker_tokens": name == "hierarchical"}
         note = logged.client.get_logged_model(info.model_id).tags["mlflow.note.content"]
         assert f"`{model.cfg.model.name}` classifier trained on `{model.cfg.dataset.name}`" in note
         assert "`messages` column" in note and ("`persuadee_age`" in note) == (name == "metadata")

@@ -226,7 +226,7 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     assert class_names == ["donated", "not_donated"]
     # the imputation and scaling fitted on train travel inside the model (the Keras model of seqlab's pyfunc model)
     data = load_dataset(cfg)
-    scale = model.unwrap_python_model().model.get_layer("scale_metadata")
+    scale = model.get_raw_model().get_layer("scale_metadata")
     train_mean = np.nanmean(data.train.metadata.astype(np.float64), axis=0)
     assert np.allclose(np.ravel(keras.ops.convert_to_numpy(scale.mean)), train_mean, rtol=1e-5)
     # seqlab predict's path: a JSONL of raw threads with their metadata columns, NaN included

@@ -1,9 +1,9 @@
 """`seqlab predict MODEL_URI (--text ... | --input FILE) [--output FILE.csv]`: labels for raw text.
 
 The logged model holds its preprocessing, so it takes raw strings; it is an MLflow pyfunc model
-(seqlab.serving.TextClassifier), loaded and called as any MLflow client would, so `seqlab predict`, `mlflow
-models serve` and batch scoring share one prediction path. Predictions go to stdout (and --output, with the
-probability of every class), status lines to stderr.
+(seqlab.serving.TextClassifier, built by seqlab.serving._load_pyfunc), loaded and called as any MLflow client
+would, so `seqlab predict`, `mlflow models serve` and batch scoring share one prediction path. Predictions go to
+stdout (and --output, with the probability of every class), status lines to stderr.
 """
 
 from __future__ import annotations
@@ -126,11 +126,11 @@ class KerasFlavorModel:
         network = mlflow.keras.load_model(model_uri, load_model_kwargs={"safe_mode": True})
         outputs = int(network.output_shape[-1])
         class_names = logged.get("class_names") or [str(i) for i in range(max(outputs, 2))]
-        self.classifier = TextClassifier(class_names, logged.get("metadata_columns"), logged.get("speaker_tokens"))
-        self.classifier.model = network
+        self.classifier = TextClassifier(class_names, logged.get("metadata_columns"), logged.get("speaker_tokens"),
+                                         model=network)
 
     def predict(self, data, params=None) -> pd.DataFrame:
-        return self.classifier.predict(None, data, params)
+        return self.classifier.predict(data, params)
 
 
 def load(model_uri: str):

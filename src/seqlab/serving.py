@@ -1,9 +1,11 @@
 """`TextClassifier`: a seqlab model as an MLflow pyfunc model, which any MLflow client can load and serve.
 
-`seqlab train` logs it with `mlflow.pyfunc.log_model`: the end-to-end Keras file (preprocessing layers in front
-of the network, so raw strings in) is its artifact `keras_model`; the class names, metadata columns and whether
-threads carry speaker tokens are attributes of the pickled instance. The class lives in the installed seqlab
-package, so cloudpickle stores a reference to it: loading needs seqlab installed, not imported by the caller.
+`seqlab train` logs it with `mlflow.pyfunc.log_model(loader_module="seqlab.serving", data_path=...)`, MLflow's
+custom-flavor path, in which nothing is pickled: the model's `data/classifier` folder holds the end-to-end Keras
+file `model.keras` (preprocessing layers in front of the network, so raw strings in) and `classifier.json` (the
+class names, the metadata columns and whether threads carry speaker tokens). MLflow loads it by importing this
+module and calling `_load_pyfunc(data_path)`, which reads the JSON and loads the Keras file in Keras' safe mode:
+loading needs seqlab installed, not imported by the caller.
 
     model = mlflow.pyfunc.load_model("runs:/<run_id>/model")
     model.predict(pd.DataFrame({"text": ["A wonderful film.", "Dull."]}))
@@ -12,7 +14,9 @@ package, so cloudpickle stores a reference to it: loading needs seqlab installed
 
 from __future__ import annotations
 
-import mlflow.pyfunc
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -22,7 +26,10 @@ from seqlab.evaluate import class_probabilities
 TEXT_COLUMN = "text"
 THREAD_COLUMN = "messages"
 DEFAULT_BATCH_SIZE = 256
-KERAS_ARTIFACT = "keras_model"
+LOADER_MODULE = __name__  # "seqlab.serving": the module whose _load_pyfunc MLflow calls
+DATA_FOLDER = "classifier"  # the data_path folder; MLflow copies it to data/classifier in the logged model
+KERAS_FILE = "model.keras"
+ATTRIBUTES_FILE = "classifier.json"
 
 
 def probability_column(class_name: str) -> str:
@@ -30,52 +37,82 @@ def probability_column(class_name: str) -> str:
     return f"probability_{class_name}"
 
 
-class TextClassifier(mlflow.pyfunc.PythonModel):
+def write_model_data(folder: str | Path, classifier: TextClassifier, network) -> Path:
+    """Write what `_load_pyfunc` reads into `folder` (created; its name becomes the folder under the logged
+    model's data/): the Keras model `network` as model.keras and the classifier's attributes as JSON."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    network.save(folder / KERAS_FILE)
+    (folder / ATTRIBUTES_FILE).write_text(json.dumps(classifier.attributes(), indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def _load_pyfunc(data_path: str) -> TextClassifier:
+    """MLflow's loader for seqlab's models (the `loader_module` in MLmodel): the classifier of the folder
+    `write_model_data` wrote, its Keras model loaded in safe mode. Nothing is unpickled."""
+    import keras
+
+    import seqlab.models.layers  # noqa: F401  registers seqlab's serializable layers, which the file names
+    import seqlab.preprocess  # noqa: F401
+
+    folder = Path(data_path)
+    try:
+        attributes = json.loads((folder / ATTRIBUTES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the seqlab model's {ATTRIBUTES_FILE} in {folder}: {error}") from None
+    if not isinstance(attributes, dict) or not isinstance(attributes.get("class_names"), list):
+        raise ValueError(f"The seqlab model's {folder / ATTRIBUTES_FILE} holds no list of class_names.")
+    classifier = TextClassifier(attributes["class_names"], attributes.get("metadata_columns"),
+                                attributes.get("speaker_tokens", False))
+    # Safe mode (Keras' default, made explicit): a model file cannot run arbitrary Python (lambdas) on load.
+    classifier.model = keras.saving.load_model(folder / KERAS_FILE, safe_mode=True)
+    return classifier
+
+
+class TextClassifier:
     """Labels and class probabilities for raw texts or threads, with the metadata numbers for models trained with
-    `model.metadata=true`.
+    `model.metadata=true`: what `mlflow.pyfunc.load_model` wraps (through `_load_pyfunc`).
 
     Args:
         class_names: the class of each output position, in the order of training's labels.
         metadata_columns: the numeric columns the model also takes (empty: text only).
         speaker_tokens: whether threads were read with speaker words (preprocess.speaker_tokens), as a thread
             given as messages must be read the same way.
+        model: the end-to-end Keras model (raw strings in), or None until loaded.
     """
 
     def __init__(self, class_names: list[str], metadata_columns: list[str] | None = None,
-                 speaker_tokens: bool = False):
+                 speaker_tokens: bool = False, model=None):
         self.class_names = [str(name) for name in class_names]
         self.metadata_columns = list(metadata_columns or [])
         self.speaker_tokens = bool(speaker_tokens)
-        self.model = None  # the Keras model, loaded by load_context (never pickled)
+        self.model = model
 
-    def __getstate__(self):
-        # Only the attributes travel in the pickle; the network travels as the .keras artifact.
-        return {**self.__dict__, "model": None}
+    def attributes(self) -> dict:
+        """What classifier.json holds: everything but the Keras model."""
+        return {"class_names": self.class_names, "metadata_columns": self.metadata_columns,
+                "speaker_tokens": self.speaker_tokens}
 
-    def load_context(self, context):
-        import keras
-
-        import seqlab.models.layers  # noqa: F401  registers seqlab's serializable layers, which the file names
-        import seqlab.preprocess  # noqa: F401
-
-        # Safe mode (Keras' default, made explicit): a model file cannot run arbitrary Python (lambdas) on load.
-        self.model = keras.saving.load_model(context.artifacts[KERAS_ARTIFACT], safe_mode=True)
+    def get_raw_model(self):
+        """The Keras model (MLflow's `PyFuncModel.get_raw_model()` returns it)."""
+        return self.model
 
     @property
     def output_columns(self) -> list[str]:
         return ["label", "probability", *map(probability_column, self.class_names)]
 
-    def predict(self, context, model_input: pd.DataFrame, params=None):
+    def predict(self, model_input: pd.DataFrame, params=None):
         """`model_input`: a DataFrame with a `text` column (raw strings) or a `messages` column (threads), plus the
         metadata columns for a metadata model (NaN allowed: the model imputes it); or texts as a list, a NumPy
         array or a Series. `params`: {"batch_size": n} (default 256). Returns a DataFrame, one row per input:
         `label` (a class name), `probability` (of that label) and `probability_<class name>` for each class.
 
-        The DataFrame type hint tells MLflow to leave the input as it is (its signature checks the columns).
+        MLflow's PyFuncModel.predict checks the input against the signature and passes `params` (this method
+        takes them by name).
         """
         if self.model is None:
             raise ValueError("TextClassifier has no Keras model: load it with mlflow.pyfunc.load_model, which "
-                             "calls load_context.")
+                             "calls seqlab.serving._load_pyfunc.")
         batch_size = int((params or {}).get("batch_size", DEFAULT_BATCH_SIZE))
         if batch_size < 1:
             raise ValueError(f"params batch_size must be a positive number, not {batch_size}.")

@@ -304,13 +304,6 @@ def fit_metadata(cfg: DictConfig, data) -> MetadataPreprocessor:
     return MetadataPreprocessor(data.metadata_names).fit(data.train.metadata)
 
 
-def pickled_by_reference(record: logging.LogRecord) -> bool:
-    """A logging filter: MLflow warns on every log_model that a `python_model` object is pickled, and unpickling
-    may run code. That concerns whoever loads a model from an untrusted store (docs/robustness.md says so), not a
-    training run: seqlab's object is an instance of its own installed class, holding class names and flags."""
-    return "serialized using CloudPickle" not in record.getMessage()
-
-
 def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreprocessor | None = None,
               step: int = 0, model_name: str | None = None):
     """Log the network with the preprocessing in front of it as an MLflow pyfunc model (seqlab.serving), which
@@ -348,19 +341,15 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     # the description MLflow's UI shows on the logged model's page is this tag (Markdown)
     tags = {"mlflow.note.content": serving.description(model_name or model.name, data.name, classifier)}
-    mlflow_logger = logging.getLogger("mlflow.pyfunc")
     with tempfile.TemporaryDirectory(prefix="seqlab-model-") as scratch, \
             named_failure("record the model (artifact 'model') in the MLflow run"):
-        keras_file = Path(scratch) / "model.keras"
-        end_to_end.save(keras_file)
-        mlflow_logger.addFilter(pickled_by_reference)
-        try:
-            return mlflow.pyfunc.log_model(
-                name="model", python_model=classifier, artifacts={serving.KERAS_ARTIFACT: str(keras_file)},
-                signature=signature, input_example=example, pip_requirements=requirements,
-                metadata=serving.model_metadata(classifier, data.name), tags=tags, step=step)
-        finally:
-            mlflow_logger.removeFilter(pickled_by_reference)
+        # MLflow's custom-flavor path: the folder (model.keras and classifier.json) is copied into the model and
+        # seqlab.serving._load_pyfunc reads it back; nothing is pickled
+        folder = serving.write_model_data(Path(scratch) / serving.DATA_FOLDER, classifier, end_to_end)
+        return mlflow.pyfunc.log_model(
+            name="model", loader_module=serving.LOADER_MODULE, data_path=str(folder),
+            signature=signature, input_example=example, pip_requirements=requirements,
+            metadata=serving.model_metadata(classifier, data.name), tags=tags, step=step)
 
 
 def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:
