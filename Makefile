@@ -22,8 +22,10 @@ $(BIN)/seqlab: pyproject.toml
 train: install  ## the default experiment: tutorial LSTM on IMDB, recorded in ./mlflow.db
 	$(BIN)/seqlab train $(ARGS)
 
+# Two test processes: most tests train recurrent models on one thread; a test file stays in one process (its fixtures).
+TEST_WORKERS ?= 2
 test: install  ## the whole suite (trains tiny models on real reviews from SEQLAB_DATA_DIR)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-fast: install  ## without the tests that train on real data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
