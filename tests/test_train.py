@@ -69,6 +69,8 @@ def test_lineage_description_and_system_metrics(trained):
     assert len({dataset.digest for dataset in inputs.values()}) == 3  # three different sets of examples
     assert run.data.tags["mlflow.note.content"].startswith("**lstm** on **imdb**, seed 42: `seqlab train")
     assert any(key.startswith("system/cpu_utilization") for key in run.data.metrics)
+    # the first metric a run logs is what the UI's compare page plots by default
+    assert list(run.data.metrics)[0] == "accuracy/val"
 
 
 def test_per_epoch_and_test_metrics(trained):

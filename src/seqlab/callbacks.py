@@ -43,9 +43,12 @@ class EpochLogger(keras.callbacks.Callback):
     written as one step that Ctrl-C cannot split, so a resumed run neither repeats nor skips an epoch.
     """
 
-    def __init__(self, run_id: str, backup_dir: Path | None = None):
+    def __init__(self, run_id: str, backup_dir: Path | None = None, system_metrics: bool = False,
+                 resume: bool = False):
         super().__init__()
         self.run_id = run_id
+        self.system_metrics = system_metrics  # MLflow's, started after the first epoch's metrics (tracking.py)
+        self.resume = resume
         self.client = MlflowClient()
         self.backup = keras.callbacks.BackupAndRestore(str(backup_dir)) if backup_dir else None
         self.epoch_started = 0.0
@@ -76,7 +79,9 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         tracking.raise_if_interrupted()  # before this epoch's metrics: an interrupted epoch is not logged
-        values = {keras_name(key): float(value) for key, value in (logs or {}).items()}
+        # validation first: the UI's compare page plots a run's first-logged metric by default
+        keys = sorted(logs or {}, key=lambda key: not key.startswith("val_"))
+        values = {keras_name(key): float(logs[key]) for key in keys}
         values[keras_name("epoch_seconds")] = time.perf_counter() - self.epoch_started
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, epoch) for key, value in values.items()]
@@ -91,3 +96,5 @@ class EpochLogger(keras.callbacks.Callback):
                     self.backup.on_epoch_end(epoch, logs)
                 with named_failure(f"upload the epoch {number} checkpoint to MLflow run {self.run_id}", resume):
                     self.client.log_artifacts(self.run_id, self.backup.backup_dir, tracking.CHECKPOINT_PATH)
+        if self.system_metrics:
+            tracking.start_system_metrics(self.run_id, self.resume)

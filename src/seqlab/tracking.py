@@ -226,6 +226,20 @@ def description(cfg: DictConfig, overrides: list[str]) -> str:
     return "\n\n".join(lines)
 
 
+def start_system_metrics(run_id: str, resume: bool = False) -> None:
+    """MLflow's system metrics for run `run_id` from now on, ended by mlflow.end_run. Started once the first epoch's
+    metrics are logged: the MLflow UI's compare page plots a run's first-logged metric by default, which should be
+    `accuracy/val`, not `system/cpu_utilization_percentage` or a data-loading time."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    from mlflow.tracking import fluent
+
+    if run_id in fluent.run_id_to_system_metrics_monitor:
+        return
+    monitor = SystemMetricsMonitor(run_id, resume_logging=resume)
+    fluent.run_id_to_system_metrics_monitor[run_id] = monitor  # where mlflow.end_run finds and stops it
+    monitor.start()
+
+
 def log_dataset(data) -> None:
     """The splits as MLflow dataset inputs (the UI's Dataset column): name, source, a digest of the examples read,
     rows, the schema (text, label, metadata columns) and the target. The digest covers every text and label of the
@@ -258,13 +272,13 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
     with interrupts_raised():
         nested = mlflow.active_run() is not None
         if resume_run_id:
-            run = mlflow.start_run(run_id=resume_run_id, nested=nested, log_system_metrics=cfg.tracking.system_metrics)
+            run = mlflow.start_run(run_id=resume_run_id, nested=nested, log_system_metrics=False)
         else:  # always named here: MLflow would draw a name from the seeded generator (the same one every run)
             job = current_job()
             name = cfg.tracking.run_name or unique_run_name(
                 experiment_id, default_run_name(cfg, job_overrides(), job.swept if job else None))
             run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested,
-                                   log_system_metrics=cfg.tracking.system_metrics)
+                                   log_system_metrics=False)  # started after the first epoch: start_system_metrics
         try:
             mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, **source_tags(), **tags})
             if resume_run_id:

@@ -173,7 +173,6 @@ def train(cfg: DictConfig) -> float:
               f"at {tracking.redact_uri(cfg.tracking.uri)}; in the UI: "
               f"{tracking.run_link(cfg.tracking.uri, experiment_id, run.info.run_id)}"
               f"{' (make ui)' if not cfg.tracking.uri.startswith('http') else ''}")
-        mlflow.log_metric("time/prepare_seconds", prepare_seconds)
         if not resumed:
             with named_failure(f"record the dataset inputs of MLflow run {run.info.run_id}"):
                 tracking.log_dataset(data)
@@ -191,7 +190,7 @@ def train(cfg: DictConfig) -> float:
         try:
             # at the step of the epoch whose weights were tested: the logged model links that step's metrics
             with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
-                mlflow.log_metrics(metrics, step=kept)
+                mlflow.log_metrics({**metrics, keras_name("prepare_seconds"): prepare_seconds}, step=kept)
             with named_failure(f"record {PREDICTIONS_ARTIFACT} in MLflow run {run.info.run_id}"):
                 log_predictions(data.test.labels, outputs, data.class_names, data.test.ids)
             with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
@@ -225,7 +224,8 @@ def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
             log.info(f"resuming run {run_id} after epoch {initial_epoch} of {cfg.trainer.epochs}")
             mlflow.set_tag("resumed_after_epoch", initial_epoch)
         started = time.perf_counter()
-        history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(run_id, backup_dir)])
+        history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(run_id, backup_dir, cfg.tracking.system_metrics,
+                                                                          resume)])
         seconds = time.perf_counter() - started
     if initial_epoch:
         epoch_seconds = keras_name("epoch_seconds")
