@@ -299,7 +299,7 @@ def comparison_figure(sweep: SweepInfo, table: pd.DataFrame, children, best: Cho
     right.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are epochs
     right.set_xlabel("step (epoch index, as in MLflow)")
     right.set_ylabel(curve)
-    right.set_title(f"{curve} per epoch (marker: the kept epoch; star: the best child)", fontsize=10)
+    right.set_title(f"{curve} per epoch\n(diamond: the kept epoch; star: the best child)", fontsize=10)
     right.grid(alpha=0.3)
     if right.lines:
         right.legend(fontsize=7, loc="best", ncol=1 if len(children) <= 10 else 2)
