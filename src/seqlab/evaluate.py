@@ -73,6 +73,8 @@ def confusion_matrix_figure(labels, predicted, class_names, title: str = "", spl
 def learning_curves_figure(history: dict[str, list[float]], title: str = "", kept_epoch: int | None = None):
     """Loss and accuracy per epoch (Keras' history names), training against validation, on MLflow's step axis
     (epoch index from 0), the epoch whose weights were kept marked; titled `title` (the run and model)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
@@ -82,6 +84,7 @@ def learning_curves_figure(history: dict[str, list[float]], title: str = "", kep
         if kept_epoch is not None:
             axis.axvline(kept_epoch, color="grey", linestyle=":", label=f"kept (step {kept_epoch})")
         axis.set_xlabel("step (epoch index, as in MLflow)")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
