@@ -287,5 +287,5 @@ def test_same_seed_same_metrics_per_epoch(tiny_cfg):
                 for key in ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "loss/test")}
 
     first, second = epoch_metrics("trainer.seed=7"), epoch_metrics("trainer.seed=7")
-    assert first == second and len(first["loss"]) == 2
-    assert epoch_metrics("trainer.seed=8")["loss"] != first["loss"]  # the seed does matter
+    assert first == second and len(first["loss/train"]) == 2
+    assert epoch_metrics("trainer.seed=8")["loss/train"] != first["loss/train"]  # the seed does matter

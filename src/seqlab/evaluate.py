@@ -15,7 +15,7 @@ def class_probabilities(outputs: np.ndarray) -> np.ndarray:
     if outputs.ndim == 1 or outputs.shape[1] == 1:
         positive = outputs.reshape(-1)
         return np.stack([1.0 - positive, positive], axis=1)
-    return outputs
+    return outputs / outputs.sum(axis=1, keepdims=True)  # a float32 softmax sums to 1 only within ~1e-7
 
 
 def test_metrics(labels: np.ndarray, outputs: np.ndarray, class_names: list[str], split: str = "test",
