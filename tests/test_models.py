@@ -138,6 +138,13 @@ def test_padding_positions_do_not_change_the_output(name):
         assert same_output_with_and_without_padding(name, "pre")
 
 
+@pytest.mark.parametrize("name", FLAT_MODELS)
+def test_a_text_without_words_gets_a_finite_answer(name):
+    """An empty or all-punctuation text is all padding: the answer must still be probabilities, not NaN."""
+    model = build_model(tiny_model_config(name), spec(2, mask_zero=True, max_length=6))
+    assert np.isfinite(model(np.zeros((2, 6), np.int32))).all()
+
+
 def test_unmasked_pre_padding_leaks_into_the_tutorial_models():
     """Pre padding keeps the tutorial's unmasked models (and cuDNN): there the padding does count."""
     assert not same_output_with_and_without_padding("lstm", "pre")

@@ -28,7 +28,8 @@ def build_fasttext_bigram(cfg, spec):
     leaves plain unigram fastText. Padding is always masked (pre or post), since an average over padding
     would dilute short reviews.
     """
-    from seqlab.models.layers import RowGatherEmbedding, classifier_head, keras, layers, ops, token_input
+    from seqlab.models.layers import (MaskedAverage, RowGatherEmbedding, classifier_head, keras, layers, ops,
+                                      token_input)
 
     tokens = token_input(spec)
     words = ops.cast(tokens, "int64")
@@ -47,7 +48,7 @@ def build_fasttext_bigram(cfg, spec):
                            name="embedding")(ids)
     if cfg.embedding_dropout > 0:
         x = layers.Dropout(cfg.embedding_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
-    x = layers.GlobalAveragePooling1D(name="average")(x)
+    x = MaskedAverage(name="average")(x)
     if cfg.dropout > 0:
         x = layers.Dropout(cfg.dropout, name="dropout")(x)
     return keras.Model(tokens, classifier_head(x, spec.num_classes), name=cfg.name)

@@ -75,6 +75,28 @@ def recurrent_stack(x, cfg, cell=layers.LSTM, prefix: str = "lstm", mask=None):
 
 
 @keras.saving.register_keras_serializable(package="seqlab")
+class MaskedAverage(layers.Layer):
+    """The average over the unmasked positions, zeros for a text with none (an empty or all-punctuation text):
+    Keras' GlobalAveragePooling1D divides 0 by 0 there, and the model answers NaN."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return ops.mean(inputs, axis=1)
+        weights = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        return ops.sum(inputs * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
 class RowGatherEmbedding(layers.Embedding):
     """Keras' Embedding, reading only the rows it needs (fasttext_bigram's 1M-row table).
 
