@@ -4,7 +4,6 @@ linked to the logged model, and models logged by earlier seqlab versions (Keras 
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from seqlab.data.custom import thread_text
 from seqlab.errors import SeqlabError
 from seqlab.models import build_model
 from seqlab.preprocess import InputSpec, WordPreprocessor
-from tests.conftest import compose_config, tiny_model
+from tests.conftest import compose_config, stop_process_group, tiny_model
 
 THREAD_DATA = ["preprocess.vocab_size=500", "dataset.max_train=160", "dataset.max_test=80", "trainer.batch_size=32",
                "trainer.epochs=1"]
@@ -157,12 +156,7 @@ def server(logged):
     try:
         yield SimpleNamespace(wait_until_up=wait_until_up)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
 # --- fast: a tiny untrained network, logged as seqlab logs it -----------------------------------------
@@ -225,7 +219,7 @@ def test_inputs_without_the_expected_columns_are_refused_by_name():
         classifier.read_input(pd.DataFrame({"review": ["fine"], "age": [1.0], "income": [2.0]}))
     with pytest.raises(ValueError, match=r"metadata columns age, income .* lacks income"):
         classifier.read_input(pd.DataFrame({"text": ["fine"], "age": [1.0]}))
-    with pytest.raises(ValueError, match=r"Row 2: metadata column 'income' holds 'lots', not a number"):
+    with pytest.raises(ValueError, match=r"Row 2 of the input: metadata column 'income' holds 'lots', not a number"):
         classifier.read_input(pd.DataFrame({"text": ["a", "b"], "age": [1.0, None], "income": [2.0, "lots"]}))
     with pytest.raises(ValueError, match="also takes numeric metadata"):
         classifier.read_input(["a bare list of texts"])

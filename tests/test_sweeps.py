@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from seqlab.errors import ConfigError
 from seqlab.search import TrialJournal
 from seqlab.sweep import safe_overrides, sweep_name, threads_per_job
-from tests.conftest import compose_config, default_sigint, write_aclimdb
+from tests.conftest import compose_config, default_sigint, stop_process_group, write_aclimdb
 
 SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
 TINY = [*SMALL_INPUTS, "model.units=4", "trainer.batch_size=16"]
@@ -80,12 +80,7 @@ def mlflow_server(tmp_path):
                 time.sleep(0.5)
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_process_group(server)
         log.close()
 
 

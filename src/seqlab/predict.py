@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqlab.data.custom import as_text, read_table
+from seqlab.data.custom import as_text, metadata_values, read_table
 from seqlab.errors import DataError, SeqlabError, report_error
 
 log = logging.getLogger(__name__)
@@ -98,17 +98,7 @@ def _per_message(frame: pd.DataFrame, speaker_tokens: bool):
 
 def read_metadata(frame: pd.DataFrame, columns: list[str], path: str) -> np.ndarray:
     """The numeric metadata columns a model.metadata=true model takes (missing values: NaN, imputed by the model)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"The model takes numeric metadata ({', '.join(columns)}), but --input '{path}' has no "
-                        f"column {missing[0]!r}; give a CSV/JSONL/Parquet file with these columns.")
-    values = frame[columns].apply(pd.to_numeric, errors="coerce")
-    bad = values.isna() & frame[columns].notna()
-    if bad.to_numpy().any():
-        row, col = map(int, np.argwhere(bad.to_numpy())[0])
-        raise DataError(f"--input '{path}' row {row + 1}: metadata column {columns[col]!r} holds "
-                        f"{str(frame[columns[col]].iloc[row])[:50]!r}, not a number.")
-    return values.to_numpy(np.float32)
+    return metadata_values(frame, columns, f"--input '{path}'")
 
 
 class KerasFlavorModel:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqlab.data.custom import as_text
+from seqlab.data.custom import as_text, metadata_values
 from seqlab.evaluate import class_probabilities
 
 TEXT_COLUMN = "text"
@@ -155,20 +155,7 @@ class TextClassifier:
         return texts, self.read_metadata(frame), frame.index
 
     def read_metadata(self, frame: pd.DataFrame) -> np.ndarray | None:
-        if not self.metadata_columns:
-            return None
-        missing = [column for column in self.metadata_columns if column not in frame.columns]
-        if missing:
-            raise ValueError(f"The model also takes the numeric metadata columns {', '.join(self.metadata_columns)} "
-                             f"(NaN where unknown); the input lacks {', '.join(missing)}.")
-        raw = frame[self.metadata_columns]
-        values = raw.apply(pd.to_numeric, errors="coerce")
-        not_numbers = (values.isna() & raw.notna()).to_numpy()
-        if not_numbers.any():
-            row, column = map(int, np.argwhere(not_numbers)[0])
-            raise ValueError(f"Row {row + 1}: metadata column {self.metadata_columns[column]!r} holds "
-                             f"{str(raw.iloc[row, column])[:50]!r}, not a number.")
-        return values.to_numpy(np.float32)
+        return metadata_values(frame, self.metadata_columns, "the input", ValueError) if self.metadata_columns else None
 
     def expected_columns(self) -> str:
         text = (f"{TEXT_COLUMN!r} column (raw text) or a {THREAD_COLUMN!r} column (a thread: a list of strings or "

@@ -503,3 +503,20 @@ def _group_messages(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_li
         first = frame.assign(_key=keys).groupby("_key", sort=False)[columns.metadata].first()
         threads = threads.join(first, on=columns.thread_id)
     return threads
+
+
+def metadata_values(frame: pd.DataFrame, columns: list[str], source: str, error: type[Exception] = DataError):
+    """The numeric metadata `columns` of `frame` as float32 (NaN where missing: the model imputes it), as seqlab
+    predict and the logged model read them; `source` names the input in the `error` raised."""
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise error(f"The model also takes the numeric metadata columns {', '.join(columns)} (NaN where unknown); "
+                    f"{source} lacks {', '.join(missing)}.")
+    raw = frame[columns]
+    values = raw.apply(pd.to_numeric, errors="coerce")
+    not_numbers = (values.isna() & raw.notna()).to_numpy()
+    if not_numbers.any():
+        row, column = map(int, np.argwhere(not_numbers)[0])
+        raise error(f"Row {row + 1} of {source}: metadata column {columns[column]!r} holds "
+                    f"{str(raw.iloc[row, column])[:50]!r}, not a number.")
+    return values.to_numpy(np.float32)
