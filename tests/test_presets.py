@@ -55,3 +55,22 @@ def test_thread_presets_train_like_threads_compare(dataset):
     for model in ("bilstm", "hier_lstm", "hier_conv"):
         assert (compose_config([f"experiment={dataset}_{model}"])
                 == compose_config(["experiment=threads_compare", f"dataset={dataset}", f"threads_model={model}"]))
+
+
+@pytest.mark.parametrize("dataset", ["dailydialog", "persuasion", "chitchat"])
+def test_pretrained_thread_presets_are_their_model_row_fine_tuned_from_the_pretraining(dataset):
+    """`<dataset>_pretrained` is a `<dataset>_<model>` row plus word vectors from unlabeled reviews and the training
+    split (never a test split), which `model.pretrained=pretrain` chains."""
+    preset = compose_config([f"experiment={dataset}_pretrained"])
+    row = compose_config([f"experiment={dataset}_{preset.model.name}", "pretrain=word2vec",
+                          "model.pretrained=pretrain", "pretrain.corpus=[imdb_unsup,train]"])
+    assert preset == row
+    assert preset.pretrain.embedding_dim == preset.model.embedding_dim
+
+
+def test_imdb_pretrained_preset_chains_a_pretraining_on_the_training_side_reviews():
+    """The README's figure came from the fastText row plus these overrides."""
+    preset = compose_config(["experiment=imdb_pretrained"])
+    assert preset == compose_config(["experiment=imdb_fasttext_bigram", "pretrain=word2vec", "model.pretrained=pretrain",
+                                     "pretrain.corpus=[imdb_unsup,train]"])
+    assert preset.pretrain.embedding_dim == preset.model.embedding_dim

@@ -9,6 +9,7 @@ naming what failed, and `tracking.tracked_run` ends the run FAILED with that mes
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from mlflow.tracking import MlflowClient
 from seqlab import tracking
 from seqlab.errors import RecordingError
 from seqlab.metrics import keras_name
+
+log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "model_summary.txt"
 
@@ -98,3 +101,19 @@ class EpochLogger(keras.callbacks.Callback):
                     self.client.log_artifacts(self.run_id, self.backup.backup_dir, tracking.CHECKPOINT_PATH)
         if self.system_metrics:
             tracking.start_system_metrics(self.run_id, self.resume)
+
+
+class PretrainedSchedule(keras.callbacks.Callback):
+    """`model.pretrained_frozen_epochs`, then `model.pretrained_lr_multiplier`: the pretrained layers' learning-rate
+    scale (seqlab.optimizers.scale_learning_rate) is 0 in the first `frozen_epochs` epochs, the multiplier after."""
+
+    def __init__(self, scale, frozen_epochs: int, multiplier: float):
+        super().__init__()
+        self.scale, self.frozen_epochs, self.multiplier = scale, frozen_epochs, multiplier
+
+    def on_epoch_begin(self, epoch, logs=None):
+        frozen = epoch < self.frozen_epochs
+        self.scale.assign(0.0 if frozen else self.multiplier)
+        if epoch == self.frozen_epochs and epoch > 0:
+            log.info(f"epoch {epoch + 1}: the pretrained layers are fine-tuned from now on "
+                     f"(learning rate x {self.multiplier:g})")

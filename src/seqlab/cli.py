@@ -19,6 +19,7 @@ USAGE = """usage: seqlab COMMAND [ARGS]   (seqlab --version: the installed versi
 
 commands:
   train [OVERRIDES]         train and evaluate one model (Hydra overrides; --help lists config groups)
+  pretrain [OVERRIDES]      word vectors or a language model from unlabeled text (pretrain=word2vec|lm)
   predict MODEL_URI ...     predict labels for raw text with a logged model (seqlab predict --help)
   compare [OPTIONS]         table of runs read back from MLflow (seqlab compare --help)
 
@@ -58,7 +59,28 @@ def log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
-def train_command(argv: list[str]) -> int:
+def pretrain_command(argv: list[str]) -> int:
+    """`seqlab pretrain [OVERRIDES]`: the `train` entry point running `seqlab.pretrain.pretrain` (pretrain=word2vec
+    unless another option is given); prints the pretraining's `runs:/<id>` on stdout."""
+    if not any(arg.split("=")[0].lstrip("+~") == "pretrain" for arg in argv):
+        argv = ["pretrain=word2vec", *argv]
+    return train_command(argv, command="pretrain")
+
+
+def run_pretrain(cfg) -> None:
+    from seqlab import tracking
+    from seqlab.pretrain import pretrain
+
+    if cfg.get("pretrain") is None:
+        from seqlab.errors import ConfigError
+
+        raise ConfigError("seqlab pretrain needs a pretraining: pretrain=word2vec or pretrain=lm.")
+    tracking.check_no_inherited_run()
+    run_id = pretrain(cfg, standalone=True)
+    print(f"runs:/{run_id}")
+
+
+def train_command(argv: list[str], command: str = "train") -> int:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -72,6 +94,8 @@ def train_command(argv: list[str]) -> int:
     def hydra_train(cfg):
         try:
             validate(cfg)  # each job of a sweep (a single run was validated by ValidateBeforeRunFolder)
+            if command == "pretrain":
+                return run_pretrain(cfg)
             from seqlab.train import train
 
             return train(cfg)
@@ -87,7 +111,7 @@ def train_command(argv: list[str]) -> int:
             error.raised_by_job = True  # not one of Hydra's own errors (bad overrides), see below
             raise
 
-    sys.argv = ["seqlab train", *argv]
+    sys.argv = [f"seqlab {command}", *argv]
     hydra_errors = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them
     try:
@@ -174,6 +198,8 @@ def run_command(argv: list[str]) -> int:
     try:
         if command == "train":
             return train_command(rest)
+        if command == "pretrain":
+            return pretrain_command(rest)
         if command == "predict":
             from seqlab.predict import main as predict_main
 

@@ -112,6 +112,7 @@ class SeqlabConfig:
     dataset: Any = MISSING  # the chosen option's schema (dataset_<name>_schema)
     preprocess: Any = MISSING
     model: Any = MISSING
+    pretrain: Any = None  # a pretrain option (seqlab.pretrain) or null; used by model.pretrained=pretrain
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     data_dir: str = "data"
@@ -124,10 +125,12 @@ def option_schemas() -> dict[str, dict[str, type]]:
     """{group: {option: its config dataclass}} for the groups whose options own their keys."""
     from seqlab.data import SOURCES
     from seqlab.models import MODELS
+    from seqlab.pretrain import PRETRAININGS
 
     return {"dataset": {name: source.config for name, source in SOURCES.items()},
             "preprocess": dict(PREPROCESSINGS),
-            "model": {name: info.config for name, info in MODELS.items()}}
+            "model": {name: info.config for name, info in MODELS.items()},
+            "pretrain": dict(PRETRAININGS)}
 
 
 def schema_name(group: str, option: str) -> str:
@@ -150,6 +153,8 @@ def structured(container: dict) -> DictConfig:
     typed = OmegaConf.structured(SeqlabConfig)
     schemas = option_schemas()
     for group, options in schemas.items():
+        if group == "pretrain" and container.get(group) is None:
+            continue  # optional group
         name = (container.get(group) or {}).get("name")
         if name not in options:
             raise ConfigError(f"Config key '{group}.name' is {name!r}; known options are {', '.join(sorted(options))}.")
@@ -230,6 +235,31 @@ def validate(cfg: DictConfig) -> None:
                           "tracking.log_model is false: there is no model to register. Set tracking.log_model=true "
                           "or tracking.registered_model=null.")
     _check_model_inputs(cfg)
+    _check_pretrained(cfg)
+
+
+def _check_pretrained(cfg: DictConfig) -> None:
+    from seqlab.pretrain import validate_pretrain
+
+    m = cfg.model
+    validate_pretrain(cfg)
+    _in_range("model.pretrained_frozen_epochs", m.pretrained_frozen_epochs, 0)
+    _in_range("model.pretrained_lr_multiplier", m.pretrained_lr_multiplier, 0)
+    if not m.pretrained:
+        return
+    if "embedding_dim" not in m:
+        raise ConfigError(f"Config key 'model.pretrained' is {m.pretrained!r}, but model={m.name} has no word "
+                          "embedding to initialise; pick a model with one (lstm, bilstm, cnn_lstm, fasttext_bigram, "
+                          "hier_*) or set model.pretrained=null.")
+    if m.pretrained == "pretrain" and cfg.get("pretrain") is None:
+        raise ConfigError("Config key 'model.pretrained' is 'pretrain', which fine-tunes from the run's pretrain "
+                          "group, but no pretraining is selected. Add pretrain=word2vec (or pretrain=lm), or name a "
+                          "pretraining run (runs:/<id>) or a vectors file.")
+    if m.pretrained == "pretrain" and cfg.pretrain.embedding_dim != m.embedding_dim:
+        raise ConfigError(f"pretrain.embedding_dim is {cfg.pretrain.embedding_dim} but model.embedding_dim is "
+                          f"{m.embedding_dim}: the pretrained vectors initialise the model's embedding, so they must "
+                          f"match. Set pretrain.embedding_dim={m.embedding_dim} (or model.embedding_dim="
+                          f"{cfg.pretrain.embedding_dim}).")
 
 
 def _check_model_inputs(cfg: DictConfig) -> None:
@@ -254,7 +284,9 @@ def _check_model_inputs(cfg: DictConfig) -> None:
 def _check_known_keys(cfg: DictConfig) -> None:
     """`+group.key=value` appends keys past the typed schema; a misspelt key must not pass silently."""
     schemas = option_schemas()
-    for group in ("dataset", "preprocess", "model", "trainer", "tracking"):
+    for group in ("dataset", "preprocess", "model", "pretrain", "trainer", "tracking"):
+        if cfg.get(group) is None:
+            continue  # pretrain=null
         name = cfg[group].get("name")
         if group in schemas and name not in schemas[group]:
             raise ConfigError(f"Config key '{group}.name' is {name!r}; known options are "

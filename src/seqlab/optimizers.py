@@ -40,3 +40,22 @@ class LazyAdam(keras.optimizers.Adam):
 
 
 OPTIMIZERS = {"lazy_adam": LazyAdam}
+
+
+def scale_learning_rate(optimizer: keras.optimizers.Optimizer, variables: list, multiplier: float) -> tf.Variable:
+    """Multiply the learning rate of `variables` (the pretrained layers) by a variable that starts at `multiplier`;
+    returns it, so a callback can set it to 0 (frozen) and back. Keras has no per-variable learning rate, so the
+    optimizer's `update_step` (which every Keras optimizer implements) is wrapped for this instance only."""
+    scale = tf.Variable(float(multiplier), trainable=False, dtype="float32", name="pretrained_lr_scale")
+    # the TensorFlow backend hands update_step the tf.Variable inside a Keras variable
+    scaled = {id(getattr(variable, "_value", variable)) for variable in variables}
+    update_step = optimizer.update_step
+
+    def scaled_update_step(gradient, variable, learning_rate):
+        if id(getattr(variable, "_value", variable)) in scaled:
+            learning_rate = learning_rate * tf.cast(scale, learning_rate.dtype if hasattr(learning_rate, "dtype")
+                                                    else "float32")
+        return update_step(gradient, variable, learning_rate)
+
+    optimizer.update_step = scaled_update_step
+    return scale

@@ -21,14 +21,14 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 from seqlab import pipeline, tracking
-from seqlab.callbacks import EpochLogger, named_failure
+from seqlab.callbacks import EpochLogger, PretrainedSchedule, named_failure
 from seqlab.config import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
 from seqlab.metrics import canonical, higher_is_better, keras_name, to_keras
 from seqlab.evaluate import close_figures, learning_curves_figure, test_metrics
 from seqlab.models import build_model, loss_for
-from seqlab.optimizers import OPTIMIZERS
+from seqlab.optimizers import OPTIMIZERS, scale_learning_rate
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
 from seqlab.significance import PREDICTIONS_ARTIFACT, log_predictions
@@ -141,6 +141,7 @@ def train(cfg: DictConfig) -> float:
                 raise store.exception() from None
             raise
         experiment_id = resumed.info.experiment_id if resumed else store.result()
+    pretrained = load_pretrained(cfg, data)  # before the run: a chained pretraining is a run of its own
     prepare_seconds = time.perf_counter() - started
     log.info(f"{data.name}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} "
           f"test examples, {data.num_classes} classes, vocabulary {preprocessor.vocabulary_size} words, "
@@ -177,11 +178,18 @@ def train(cfg: DictConfig) -> float:
             with named_failure(f"record the dataset inputs of MLflow run {run.info.run_id}"):
                 tracking.log_dataset(data)
         model = build_model(cfg.model, spec)
+        callbacks = initialise_pretrained(model, cfg, preprocessor, pretrained) if pretrained else []
         mlflow.log_params(derived_params(model, preprocessor, boundaries))
         mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
-        model.compile(optimizer=make_optimizer(cfg.trainer), loss=loss_for(data.num_classes), metrics=["accuracy"],
+        optimizer = make_optimizer(cfg.trainer)
+        if callbacks:  # the pretrained layers' own learning rate: frozen epochs, then a multiplier
+            scale = scale_learning_rate(optimizer, callbacks.pop(), cfg.model.pretrained_lr_multiplier)
+            callbacks = [PretrainedSchedule(scale, cfg.model.pretrained_frozen_epochs,
+                                            cfg.model.pretrained_lr_multiplier)]
+        model.compile(optimizer=optimizer, loss=loss_for(data.num_classes), metrics=["accuracy"],
                       jit_compile=cfg.trainer.jit_compile)
-        history, kept = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None)
+        history, kept = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None,
+                            callbacks=callbacks)
 
         outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
         title = f"{run.info.run_name} ({cfg.model.name} on {data.name})"
@@ -211,7 +219,7 @@ def train(cfg: DictConfig) -> float:
 
 
 def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
-        resume: bool = False) -> tuple[dict[str, list[float]], int]:
+        resume: bool = False, callbacks: list | None = None) -> tuple[dict[str, list[float]], int]:
     """Train, checkpointing into run `run_id` each epoch; with `resume`, from its last checkpoint on.
 
     Returns the history of every epoch of the run (Keras' names), including those before a resume, and the index
@@ -224,8 +232,8 @@ def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
             log.info(f"resuming run {run_id} after epoch {initial_epoch} of {cfg.trainer.epochs}")
             mlflow.set_tag("resumed_after_epoch", initial_epoch)
         started = time.perf_counter()
-        history = _fit(model, cfg, data, x_train, x_val, callbacks=[EpochLogger(run_id, backup_dir, cfg.tracking.system_metrics,
-                                                                          resume)])
+        history = _fit(model, cfg, data, x_train, x_val, callbacks=[*(callbacks or []), EpochLogger(
+            run_id, backup_dir, cfg.tracking.system_metrics, resume)])
         seconds = time.perf_counter() - started
     if initial_epoch:
         epoch_seconds = keras_name("epoch_seconds")
@@ -350,6 +358,60 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
             name="model", loader_module=serving.LOADER_MODULE, data_path=str(folder),
             signature=signature, input_example=example, pip_requirements=requirements,
             metadata=serving.model_metadata(classifier, data.name), tags=tags, step=step)
+
+
+def load_pretrained(cfg: DictConfig, data):
+    """The vectors `model.pretrained` names (None without): `pretrain` runs the run's pretrain group, or reuses the
+    finished pretraining with the same corpus and settings. A pretrain group the model does not use is dropped, so
+    that the run's params do not claim it."""
+    from seqlab import pretrained
+    from seqlab.pretrain import pretrain
+
+    m = cfg.model
+    if not m.pretrained:
+        if cfg.get("pretrain") is not None:
+            log.info(f"pretrain={cfg.pretrain.name} is not used: model.pretrained is null")
+            cfg.pretrain = None
+        if m.pretrained_frozen_epochs is not None or m.pretrained_lr_multiplier is not None:
+            log.info("model.pretrained_frozen_epochs and model.pretrained_lr_multiplier do not apply: "
+                     "model.pretrained is null")
+        m.pretrained_frozen_epochs = m.pretrained_lr_multiplier = None
+        return None
+    # the logged params say what ran
+    m.pretrained_frozen_epochs = m.pretrained_frozen_epochs or 0
+    m.pretrained_lr_multiplier = 1.0 if m.pretrained_lr_multiplier is None else m.pretrained_lr_multiplier
+    source = m.pretrained
+    if pretrained.is_pretrain_reference(source):
+        source = f"runs:/{pretrain(cfg, data)}"
+        keras.utils.set_random_seed(cfg.trainer.seed)  # the model's initial weights as without a pretraining now
+    else:
+        cfg.pretrain = None  # the vectors come from elsewhere; the group would only mislead the params
+    vectors = pretrained.resolve(source, cfg.tracking.uri)
+    vectors.source = source
+    return vectors
+
+
+def initialise_pretrained(model: keras.Model, cfg: DictConfig, preprocessor, vectors) -> list:
+    """Set the model's embedding (and LSTM) from `vectors`, record coverage and lineage; returns [the variables set]
+    when a fine-tuning schedule applies (frozen epochs or a learning-rate multiplier), else []."""
+    from mlflow.entities import LoggedModelInput
+
+    from seqlab.pretrained import initialise
+
+    report = initialise(model, preprocessor.vectorizer.get_vocabulary(), vectors, cfg.model.name)
+    log.info(f"pretrained {vectors.source}: {report.found} of {report.vocabulary} vocabulary words have a vector "
+             f"({report.coverage:.1%}); LSTM: {report.lstm}")
+    mlflow.log_params({"derived.pretrained": vectors.source if not vectors.run_id else f"runs:/{vectors.run_id}",
+                       "derived.pretrained_lstm": report.lstm})
+    mlflow.log_metric("pretrained/coverage", report.coverage)
+    if vectors.run_id:
+        mlflow.set_tag("pretrained.run_id", vectors.run_id)
+    if vectors.model_id:  # MLflow lineage: the pretraining's logged model is an input of this run
+        with named_failure("record the pretrained model as an input of the MLflow run"):
+            mlflow.MlflowClient().log_inputs(mlflow.active_run().info.run_id,
+                                             models=[LoggedModelInput(vectors.model_id)])
+    m = cfg.model
+    return [report.variables] if m.pretrained_frozen_epochs or m.pretrained_lr_multiplier != 1.0 else []
 
 
 def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:

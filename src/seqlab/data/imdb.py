@@ -43,6 +43,46 @@ def load(cfg):
     return finish_splits("imdb", train, test, TARGETS[d.target], cfg, source=str(folder))
 
 
+def unlabeled_reviews(cfg) -> list[str]:
+    """The 50,000 unlabeled reviews (aclImdb/train/unsup, for pretraining; never the test reviews): from the labeled
+    folder when it holds them (an extracted official archive), else from aclImdb_unsup.tar.gz or aclImdb_v1.tar.gz
+    next to it (extracted once into the cache), else downloaded with the official archive."""
+    d = cfg.get("dataset") or {}
+    folder = find_aclimdb(d.get("path") if d.get("name") == "imdb" else None, cfg.data_dir, cfg.cache_dir,
+                          download=d.get("download", True))
+    unsup = folder / "train" / "unsup"
+    if not any(unsup.glob("*.txt")):
+        unsup = _unsup_from_archive(folder, cfg.data_dir, cfg.cache_dir) / "train" / "unsup"
+    cache = unsup.parent.parent.parent / "unsup.parquet"
+    ours = unsup.resolve().is_relative_to(cache_root(cfg.cache_dir).resolve())
+    if ours and cache.exists():
+        return pd.read_parquet(cache)["text"].tolist()
+    files = sorted(unsup.glob("*.txt"), key=_file_key)
+    if not files:
+        raise DataError(f"'{unsup}' holds no <id>_0.txt unlabeled reviews.")
+    texts = [file.read_text(encoding=d.get("encoding", "utf-8"), errors="replace") for file in files]
+    if ours:
+        pd.DataFrame({"text": texts}).to_parquet(cache)
+    return texts
+
+
+def _unsup_from_archive(labeled: Path, data_dir: str, cache_dir: str | None) -> Path:
+    root = Path(data_dir).expanduser()
+    candidates = [base / name for base in (labeled.parent, labeled.parent.parent, root, root / "imdb")
+                  for name in ("aclImdb_unsup.tar.gz", "aclImdb_v1.tar.gz")]
+    candidates.append(cache_root(cache_dir) / "downloads" / "aclImdb_v1.tar.gz")
+    archive = next((path for path in candidates if path.is_file()), None)
+    if archive is None:
+        raise DataError(f"The unlabeled IMDB reviews (aclImdb/train/unsup, corpus source 'imdb_unsup') were not found: "
+                        f"'{labeled}' has no train/unsup folder and there is no aclImdb_unsup.tar.gz or "
+                        f"aclImdb_v1.tar.gz in '{root}' or '{root / 'imdb'}'. Put the official archive there "
+                        f"(download address: {URL}).")
+    return _extract_once(archive, cache_root(cache_dir) / "imdb" / f"unsup-{_archive_key(archive)}",
+                         select=lambda name: "/train/unsup/" in name,
+                         complete=lambda folder: (folder / "train" / "unsup").is_dir(),
+                         missing="no aclImdb/train/unsup/ folder of unlabeled reviews")
+
+
 def _examples(frame: pd.DataFrame, target: str) -> Examples:
     if target == "sentiment":
         labels = (frame["sentiment"] == "pos").to_numpy(np.int64)
@@ -89,23 +129,30 @@ def _folder_from(path: Path, cache_dir: str | None) -> Path:
 
 
 def _extract(archive: Path, cache_dir: str | None) -> Path:
-    """Extract once into the cache (atomically, so concurrent sweep jobs never see half a folder)."""
+    """Extract the labeled reviews once into the cache (the unlabeled ones only when asked: unlabeled_reviews)."""
+    return _extract_once(archive, cache_root(cache_dir) / "imdb" / f"{archive.name.split('.')[0]}-{_archive_key(archive)}",
+                         select=lambda name: "/unsup/" not in f"{name}/" and not name.endswith(".feat"),
+                         complete=_is_layout, missing="no aclImdb/ folder with train/ and test/ pos/neg reviews")
+
+
+def _archive_key(archive: Path) -> str:
     stat = archive.stat()
-    key = hashlib.sha1(f"{archive.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    target = cache_root(cache_dir) / "imdb" / f"{archive.name.split('.')[0]}-{key}"
-    if _is_layout(target / "aclImdb"):
+    return hashlib.sha1(f"{archive.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+
+
+def _extract_once(archive: Path, target: Path, select, complete, missing: str) -> Path:
+    """The members `select` picks, extracted into `target` atomically (concurrent sweep jobs never see half a
+    folder); returns its aclImdb folder."""
+    if complete(target / "aclImdb"):
         return target / "aclImdb"
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info(f"extracting {archive} into {target} (once) ...")
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".extract-"))
     try:
         with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers()
-                       if "/unsup/" not in m.name and not m.name.endswith(".feat")]
-            tar.extractall(staging, members=members, filter="data")
-        if not _is_layout(staging / "aclImdb"):
-            raise DataError(f"The archive '{archive}' does not hold an aclImdb/ folder with train/ and test/ "
-                            "pos/neg reviews.")
+            tar.extractall(staging, members=[m for m in tar.getmembers() if select(m.name)], filter="data")
+        if not complete(staging / "aclImdb"):
+            raise DataError(f"The archive '{archive}' holds {missing}.")
         try:
             staging.rename(target)
         except OSError:  # another process finished first

@@ -11,7 +11,7 @@ word ids (named `tokens`, plus `metadata` where asked) and whose output is class
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from omegaconf import MISSING
 
@@ -22,6 +22,12 @@ class ModelConfig:
 
     name: str = MISSING
     metadata: bool = False  # a second input with the dataset's numeric metadata, next to the text features
+    # Initial word vectors (and LSTM): pretrain (the run's pretrain group, trained or reused) | runs:/<id> of a
+    # pretraining | models:/<name>/<version> | a GloVe/word2vec/fastText vectors file (seqlab.pretrained)
+    pretrained: Optional[str] = None
+    # With model.pretrained (null: 0 and 1.0, logged as such; without model.pretrained they do not apply):
+    pretrained_frozen_epochs: Optional[int] = None  # the first N epochs leave the pretrained layers as they are
+    pretrained_lr_multiplier: Optional[float] = None  # then they learn at this times trainer.learning_rate
 
 
 @dataclass(frozen=True)
