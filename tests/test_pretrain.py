@@ -114,19 +114,26 @@ def write_vectors(tmp_path, words, vectors) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("kind", ["glove", "word2vec_text", "word2vec_binary", "fasttext_vec"])
-def test_vectors_files_in_each_format_initialise_the_embedding_with_coverage(kind, tiny_dataset, tracking_uri,
-                                                                              tmp_path):
+def test_vectors_files_in_each_format_load_with_their_coverage_of_the_vocabulary(kind, tiny_dataset, tracking_uri,
+                                                                                  tmp_path):
     words = GOOD + BAD + ["notinthedata"]
     vectors = np.random.default_rng(1).normal(size=(len(words), 4)).astype(np.float32)
     path = write_vectors(tmp_path, words, vectors)[kind]
     loaded = pretrained_module.resolve(str(path))
     assert loaded.words == words and np.allclose(loaded.vectors, vectors, atol=1e-5)
-    cfg = config(tiny_dataset, tracking_uri, f"model.pretrained={path}")
-    train(cfg)
+    network, preprocessor, _, _ = built_model(config(tiny_dataset, tracking_uri))
+    report = pretrained_module.initialise(network, preprocessor.vectorizer.get_vocabulary(), loaded, "bilstm")
+    assert report.coverage == pytest.approx(len(GOOD + BAD) / (12 + len(FILLER)))  # the training texts' words
+
+
+def test_a_run_from_a_vectors_file_logs_its_coverage_and_source(tiny_dataset, tracking_uri, tmp_path):
+    words = GOOD + BAD
+    path = write_vectors(tmp_path, words, np.ones((len(words), 4), np.float32))["glove"]
+    train(config(tiny_dataset, tracking_uri, f"model.pretrained={path}"))
     [run] = runs(tracking_uri, "custom")
-    vocabulary = 12 + len(FILLER)  # the training texts' words (padding and [UNK] not counted)
-    assert run.data.metrics["pretrained/coverage"] == pytest.approx(len(GOOD + BAD) / vocabulary)
-    assert run.data.params["derived.pretrained"] == str(path)
+    assert run.data.metrics["pretrained/coverage"] == pytest.approx(len(words) / (12 + len(FILLER)))
+    assert run.data.params["derived.pretrained"] == str(path) and run.data.params["model.pretrained_lr_multiplier"] == "1.0"
+    assert "pretrain.name" not in run.data.params  # no pretrain group: the vectors came from the file
 
 
 def built_model(cfg):
@@ -218,6 +225,9 @@ def test_a_word_only_in_the_test_split_enters_no_pretraining(kind, tiny_dataset,
     assert run.data.params["pretrain.name"] == kind and run.data.params["model.pretrained"] == "pretrain"
     inputs = MlflowClient(tracking_uri).get_run(run.info.run_id).inputs.model_inputs
     assert [i.model_id for i in inputs] == [pretraining.data.tags["seqlab.pretrain_model_id"]]
+    assert f"Fine-tuned from pretraining run {pretraining.info.run_id}" in run.data.tags["mlflow.note.content"]
+    [corpus] = MlflowClient(tracking_uri).get_run(pretraining.info.run_id).inputs.dataset_inputs
+    assert corpus.dataset.name == "train" and corpus.tags[0].value == "pretraining"
 
 
 def test_test_texts_in_a_corpus_file_are_left_out_and_counted(tiny_dataset, tracking_uri, tmp_path):

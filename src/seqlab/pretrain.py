@@ -293,7 +293,8 @@ def pretrain(cfg: DictConfig, data=None, reuse: bool = True, standalone: bool = 
     experiment = (cfg.tracking.experiment if standalone else None) or EXPERIMENT
     experiment_id = _experiment_id(experiment)
     client = MlflowClient()
-    name = tracking.unique_run_name(experiment_id, f"{p.name}-{'+'.join(Path(str(s)).stem for s in corpus.parts)}")
+    sources = "+".join(Path(str(source)).stem for source in corpus.parts)
+    name = tracking.unique_run_name(experiment_id, f"{p.name} {p.embedding_dim}d {sources} ({data.name})")
     tags = {KEY_TAG: key, "pretrain": p.name, "dataset": data.name, **tracking.source_tags("seqlab pretrain"),
             "mlflow.note.content": _description(p, corpus, data.name)}
     run = client.create_run(experiment_id, run_name=name, tags=tags)
@@ -310,6 +311,7 @@ def pretrain(cfg: DictConfig, data=None, reuse: bool = True, standalone: bool = 
             params |= {f"corpus.{source}": count for source, count in corpus.parts.items()}
             params["corpus.test_texts_removed"] = corpus.test_texts_removed
             mlflow.log_params({k: tracking._param_text(v) for k, v in params.items()})
+            log_corpus(corpus)
             started = time.perf_counter()
             sentences = tokenize(corpus.texts)
             tokens = sum(map(len, sentences))
@@ -352,6 +354,20 @@ def pretrain(cfg: DictConfig, data=None, reuse: bool = True, standalone: bool = 
     finally:
         client.set_terminated(run_id, status)
     return run_id
+
+
+def log_corpus(corpus) -> None:
+    """The corpus as the run's MLflow dataset input (the UI's Datasets), with its content digest."""
+    import warnings
+
+    import mlflow.data
+    import pandas as pd
+
+    with warnings.catch_warnings():  # MLflow says it registers two local sources for one path
+        warnings.simplefilter("ignore")
+        dataset = mlflow.data.from_pandas(pd.DataFrame({"text": corpus.texts}), name="+".join(corpus.parts),
+                                          source=", ".join(corpus.parts), digest=corpus.digest()[:16])
+    mlflow.log_input(dataset, context="pretraining")
 
 
 def _experiment_id(name: str) -> str:

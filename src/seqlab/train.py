@@ -406,10 +406,15 @@ def initialise_pretrained(model: keras.Model, cfg: DictConfig, preprocessor, vec
     mlflow.log_metric("pretrained/coverage", report.coverage)
     if vectors.run_id:
         mlflow.set_tag("pretrained.run_id", vectors.run_id)
+    run_id = mlflow.active_run().info.run_id
+    note = mlflow.MlflowClient().get_run(run_id).data.tags.get(tracking.MLFLOW_RUN_NOTE, "")
+    source = f"pretraining run {vectors.run_id}" if vectors.run_id else f"`{vectors.source}`"
+    if "Fine-tuned from" not in note:  # a resumed run has it already
+        mlflow.set_tag(tracking.MLFLOW_RUN_NOTE, f"{note}\n\nFine-tuned from {source}: {report.coverage:.1%} of the "
+                       f"vocabulary has a pretrained vector; LSTM: {report.lstm}.".strip())
     if vectors.model_id:  # MLflow lineage: the pretraining's logged model is an input of this run
         with named_failure("record the pretrained model as an input of the MLflow run"):
-            mlflow.MlflowClient().log_inputs(mlflow.active_run().info.run_id,
-                                             models=[LoggedModelInput(vectors.model_id)])
+            mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(vectors.model_id)])
     m = cfg.model
     return [report.variables] if m.pretrained_frozen_epochs or m.pretrained_lr_multiplier != 1.0 else []
 
