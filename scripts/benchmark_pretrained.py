@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the runs without pretraining")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
-    p.add_argument("--experiment", default=EXPERIMENT)
+    p.add_argument("--experiment", default=EXPERIMENT, help="where the runs go")
+    p.add_argument("--also", nargs="*", default=[], help="more experiments whose runs join the table")
     p.add_argument("--report-only", action="store_true", help="do not train; report the runs in the store")
     p.add_argument("--docs", default=str(DOCS), help="Markdown page to write the table into ('' = none)")
     p.add_argument("overrides", nargs="*", help="after --: more seqlab train overrides")
@@ -73,10 +74,10 @@ def run_all(args) -> None:
                     subprocess.run(command, check=True)
 
 
-def results(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    runs = search(tracking_uri, experiment)
+def results(tracking_uri: str, experiments: list[str]) -> pd.DataFrame:
+    runs = pd.concat([search(tracking_uri, experiment) for experiment in experiments], ignore_index=True)
     if runs.empty:
-        raise SystemExit(f"No finished runs in experiment {experiment!r} at {tracking_uri}.")
+        raise SystemExit(f"No finished runs in experiments {experiments} at {tracking_uri}.")
     runs = runs.rename(columns={"params.dataset.name": "dataset", "params.model.name": "model",
                                 "metrics.accuracy/test": "accuracy", "metrics.f1_macro/test": "f1_macro",
                                 "metrics.time/train_seconds": "seconds", "metrics.pretrained/coverage": "coverage"})
@@ -109,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.report_only:
         run_all(args)
-    table = results(args.tracking_uri, args.experiment)
+    experiments = [args.experiment, *args.also]
+    table = results(args.tracking_uri, experiments)
     table = formatted(table[table["dataset"].isin(args.datasets)] if not args.report_only else table)
     print(to_markdown(table))
     print("\nBaselines: " + "; ".join(f"{d}: {BASELINES[d]}" for d in sorted(set(table["dataset"]))))
     if args.docs:
-        written = (f"Written {date.today().isoformat()} on {machine()}, from the MLflow experiment "
-                   f"`{args.experiment}` (mean ± std over the seeds; seconds = training, pretraining apart).")
+        written = (f"Written {date.today().isoformat()} on {machine()}, from the MLflow "
+                   f"experiments {', '.join(f'`{e}`' for e in experiments)} (mean ± std over the seeds; seconds = "
+                   "training, pretraining apart).")
         write_between_markers(Path(args.docs), "<!-- pretrained:start -->", "<!-- pretrained:end -->",
                               f"{to_markdown(table)}\n\n{written}")
     return 0

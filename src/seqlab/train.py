@@ -178,12 +178,12 @@ def train(cfg: DictConfig) -> float:
             with named_failure(f"record the dataset inputs of MLflow run {run.info.run_id}"):
                 tracking.log_dataset(data)
         model = build_model(cfg.model, spec)
-        callbacks = initialise_pretrained(model, cfg, preprocessor, pretrained) if pretrained else []
+        scheduled = initialise_pretrained(model, cfg, preprocessor, pretrained) if pretrained else []
         mlflow.log_params(derived_params(model, preprocessor, boundaries))
         mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
-        optimizer = make_optimizer(cfg.trainer)
-        if callbacks:  # the pretrained layers' own learning rate: frozen epochs, then a multiplier
-            scale = scale_learning_rate(optimizer, callbacks.pop(), cfg.model.pretrained_lr_multiplier)
+        optimizer, callbacks = make_optimizer(cfg.trainer), []
+        if scheduled:  # the pretrained layers' own learning rate: frozen epochs, then a multiplier
+            scale = scale_learning_rate(optimizer, scheduled, cfg.model.pretrained_lr_multiplier)
             callbacks = [PretrainedSchedule(scale, cfg.model.pretrained_frozen_epochs,
                                             cfg.model.pretrained_lr_multiplier)]
         model.compile(optimizer=optimizer, loss=loss_for(data.num_classes), metrics=["accuracy"],
@@ -392,7 +392,7 @@ def load_pretrained(cfg: DictConfig, data):
 
 
 def initialise_pretrained(model: keras.Model, cfg: DictConfig, preprocessor, vectors) -> list:
-    """Set the model's embedding (and LSTM) from `vectors`, record coverage and lineage; returns [the variables set]
+    """Set the model's embedding (and LSTM) from `vectors`, record coverage and lineage; returns the variables set
     when a fine-tuning schedule applies (frozen epochs or a learning-rate multiplier), else []."""
     from mlflow.entities import LoggedModelInput
 
@@ -416,7 +416,7 @@ def initialise_pretrained(model: keras.Model, cfg: DictConfig, preprocessor, vec
         with named_failure("record the pretrained model as an input of the MLflow run"):
             mlflow.MlflowClient().log_inputs(run_id, models=[LoggedModelInput(vectors.model_id)])
     m = cfg.model
-    return [report.variables] if m.pretrained_frozen_epochs or m.pretrained_lr_multiplier != 1.0 else []
+    return report.variables if m.pretrained_frozen_epochs or m.pretrained_lr_multiplier != 1.0 else []
 
 
 def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | None) -> dict[str, str]:
