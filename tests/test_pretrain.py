@@ -71,6 +71,8 @@ def test_pretraining_is_recorded_and_reused_for_the_same_corpus_and_settings(tin
     assert len(runs(tracking_uri, "pretrain")) == 1
     run = MlflowClient(tracking_uri).get_run(first)
     assert run.info.status == "FINISHED"
+    beside_the_database = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    assert run.info.artifact_uri.startswith(beside_the_database)  # as training runs', not ./mlruns of the cwd
     assert run.data.params["pretrain.algorithm"] == "cbow" and run.data.params["corpus.train"] == "72"
     history = MlflowClient(tracking_uri).get_metric_history(first, "loss/train")
     assert [m.step for m in history] == [0, 1, 2]

@@ -291,7 +291,10 @@ def pretrain(cfg: DictConfig, data=None, reuse: bool = True, standalone: bool = 
                      f"settings, key {key})")
             return found
     experiment = (cfg.tracking.experiment if standalone else None) or EXPERIMENT
-    experiment_id = _experiment_id(experiment)
+    experiment_id = tracking.ensure_experiment(cfg.tracking.uri, experiment, {
+        "mlflow.note.content": "seqlab pretrainings (seqlab pretrain, or model.pretrained=pretrain): word vectors and "
+                               "language models that training runs fine-tune from.",
+        "mlflow.experimentKind": "custom_model_development"})
     client = MlflowClient()
     sources = "+".join(Path(str(source)).stem for source in corpus.parts)
     name = tracking.unique_run_name(experiment_id, f"{p.name} {p.embedding_dim}d {sources} ({data.name})")
@@ -368,21 +371,6 @@ def log_corpus(corpus) -> None:
         dataset = mlflow.data.from_pandas(pd.DataFrame({"text": corpus.texts}), name="+".join(corpus.parts),
                                           source=", ".join(corpus.parts), digest=corpus.digest()[:16])
     mlflow.log_input(dataset, context="pretraining")
-
-
-def _experiment_id(name: str) -> str:
-    import mlflow
-
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(name, tags={"mlflow.note.content": "seqlab pretrainings (seqlab pretrain, "
-                                                    "or model.pretrained=pretrain): word vectors and language "
-                                                    "models that training runs fine-tune from.",
-                                                    "mlflow.experimentKind": "custom_model_development"})
-    except Exception:  # a parallel job created it first
-        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def _description(p, corpus, dataset: str) -> str:

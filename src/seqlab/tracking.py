@@ -145,28 +145,33 @@ def configure(cfg: DictConfig) -> str:
     job = current_job()
     if job is not None:  # a sweep's job: its run joins the parent's experiment, whatever the job's config says
         return job.experiment_id
-    name = experiment_name(cfg)
     try:
-        experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            if experiment.lifecycle_stage == "deleted":
-                raise ConfigError(f"MLflow experiment {name!r} at {uri} is deleted; restore it in the UI or pick "
-                                  "another tracking.experiment.")
-            for key, value in experiment_tags(cfg).items():  # experiments made before seqlab set these
-                if key not in experiment.tags:
-                    MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
-            return experiment.experiment_id
-        root = artifact_root_for(uri)
-        location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
-        try:
-            return mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags(cfg))
-        except MlflowException:  # a parallel job created it first
-            return mlflow.get_experiment_by_name(name).experiment_id
+        return ensure_experiment(uri, experiment_name(cfg), experiment_tags(cfg))
     except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
         hint = (" (pip install the database driver, e.g. psycopg2-binary or pymysql)"
                 if isinstance(error, ImportError) else "")
         raise ConfigError(f"Cannot use the MLflow store tracking.uri={redact_uri(uri)!r}: "
                           f"{redact_uri((str(error).splitlines() or [type(error).__name__])[0])}{hint}") from None
+
+
+def ensure_experiment(uri: str, name: str, tags: dict[str, str]) -> str:
+    """The id of experiment `name` in the store `uri` (set as MLflow's), created with `tags` and its artifacts
+    beside a SQLite database if it is new; an existing one gets the tags it lacks."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise ConfigError(f"MLflow experiment {name!r} at {redact_uri(uri)} is deleted; restore it in the UI or "
+                              "pick another tracking.experiment.")
+        for key, value in tags.items():  # experiments made before seqlab set these
+            if key not in experiment.tags:
+                MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
+    root = artifact_root_for(uri)
+    location = f"{root}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}" if root else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location, tags=tags)
+    except MlflowException:  # a parallel job created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
