@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= test,sweep
+EXTRAS ?= test,sweep,server
 # Data: $SEQLAB_DATA_DIR if set, else ../shared/data where it exists, else ./data (IMDB is downloaded there).
 SEQLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(abspath data))
 export SEQLAB_DATA_DIR
@@ -43,12 +43,30 @@ ui: install  ## MLflow UI on the local store ./mlflow.db at http://127.0.0.1:$(P
 
 # A tracking server for a team or for parallel jobs: point runs at it with tracking.uri=http://127.0.0.1:$(PORT).
 # One worker and no job runner: ready in about 10 s with 0.5 GB (the defaults take 35 s and 2.2 GB on 2 cores).
+# The store: SQLite in $(SERVER_DIR)/mlflow.db (DB=sqlite); DB=postgres: a PostgreSQL cluster in
+# $(SERVER_DIR)/postgres on 127.0.0.1:$(PG_PORT) (scripts/postgres.sh; stopped with the server); DB_URL=...: an
+# existing database (e.g. postgresql+psycopg2://USER@HOST:5432/mlflow, password in ~/.pgpass, not in the URL).
 SERVER_DIR ?= mlflow-server
-server: install  ## MLflow tracking server on 127.0.0.1:$(PORT): SQLite store and artifacts in $(SERVER_DIR)/ (Ctrl-C stops it)
+DB ?= sqlite
+DB_URL ?=
+PG_PORT ?= 5433
+WORKERS ?= 1
+MLFLOW_SERVER = MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers $(WORKERS)
+server: install  ## MLflow tracking server on 127.0.0.1:$(PORT): SQLite (DB=postgres: PostgreSQL) store and artifacts in $(SERVER_DIR)/ (Ctrl-C stops it)
 	mkdir -p $(SERVER_DIR)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --host 127.0.0.1 --port $(PORT) --workers 1 \
+ifneq ($(DB_URL),)
+	$(MLFLOW_SERVER) --backend-store-uri '$(DB_URL)' --artifacts-destination $(abspath $(SERVER_DIR))/artifacts
+else ifeq ($(DB),postgres)
+	trap 'scripts/postgres.sh stop $(SERVER_DIR)/postgres' EXIT; trap 'exit 130' INT TERM; \
+	store=$$(scripts/postgres.sh start $(SERVER_DIR)/postgres $(PG_PORT)) && \
+	$(MLFLOW_SERVER) --backend-store-uri "$$store" --artifacts-destination $(abspath $(SERVER_DIR))/artifacts
+else ifeq ($(DB),sqlite)
+	$(MLFLOW_SERVER) \
 		--backend-store-uri sqlite:///$(abspath $(SERVER_DIR))/mlflow.db \
 		--artifacts-destination $(abspath $(SERVER_DIR))/artifacts
+else
+	@echo "DB=$(DB): sqlite (the default) or postgres, or DB_URL=... for an existing database" >&2; exit 2
+endif
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from seqlab import tracking
 from seqlab.errors import RecordingError
+from seqlab.jobs import PRUNED_AT
 from seqlab.metrics import keras_name
 
 log = logging.getLogger(__name__)
@@ -117,3 +118,27 @@ class PretrainedSchedule(keras.callbacks.Callback):
         if epoch == self.frozen_epochs and epoch > 0:
             log.info(f"epoch {epoch + 1}: the pretrained layers are fine-tuned from now on "
                      f"(learning rate x {self.multiplier:g})")
+
+
+class OptunaPruning(keras.callbacks.Callback):
+    """Reports the validation metric after each epoch to a search's Optuna trial and stops training when the study's
+    pruner says so. Not optuna-integration's KerasPruningCallback: it raises TrialPruned out of fit(), which would
+    end the MLflow run as failed; here training stops, and the run is recorded as pruned (tracking.mark_pruned)."""
+
+    def __init__(self, trial, monitor_name: str, keras_key: str):
+        super().__init__()
+        self.trial, self.monitor_name, self.keras_key = trial, monitor_name, keras_key
+        self.pruned_at: int | None = None  # the 0-based epoch after which the pruner stopped the trial
+        self.last_value = float("nan")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get(self.keras_key) is None:
+            return
+        self.last_value = float(logs[self.keras_key])
+        self.trial.report(self.last_value, step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            self.trial.set_user_attr(PRUNED_AT, epoch + 1)  # the worker tells the study PRUNED (seqlab.search)
+            log.info(f"Optuna's pruner stops this trial after epoch {epoch + 1}: {self.monitor_name} "
+                     f"{self.last_value:.4f} is behind the study's other trials at that epoch")
+            self.model.stop_training = True

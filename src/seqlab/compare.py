@@ -47,7 +47,9 @@ def parser() -> argparse.ArgumentParser:
                                                           "trainer.seed")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
-    p.add_argument("--all", action="store_true", help="include runs that did not finish")
+    p.add_argument("--all", action="store_true", help="include runs that did not finish (and pruned trials)")
+    p.add_argument("--pruned", action="store_true", help="include a search's trials that its pruner stopped (status "
+                                                         "PRUNED; they have no test metrics)")
     p.add_argument("--baseline", metavar="RUN_OR_MODEL",
                    help="add Δ accuracy/test against this row, its 95%% paired-bootstrap interval and McNemar's p: a "
                         "run id (or its first 8 characters), a run name, or a model that is one row")
@@ -55,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def search(tracking_uri: str, experiment: str | None = None, sweep: str | None = None,
-           finished_only: bool = True) -> pd.DataFrame:
+           finished_only: bool = True, pruned: bool = False) -> pd.DataFrame:
     """MLflow's runs frame (params.*, metrics.*, tags.* columns) of the training runs asked for."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -84,6 +86,10 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
     runs = with_current_metric_names(runs)
     role = runs.get("tags.sweep.role", pd.Series(index=runs.index, dtype=object))
     runs = runs[role != "parent"]
+    folds = runs.get("tags.cv.role", pd.Series(index=runs.index, dtype=object)) == "fold"
+    runs = runs[~folds]  # a cross-validation's folds: their parent holds their mean and std
+    if not pruned:  # a search's trials stopped by its pruner: no test metrics, not a finished variant
+        runs = runs[runs.get("tags.optuna.state", pd.Series(index=runs.index, dtype=object)) != "PRUNED"]
     if sweep is not None:
         names = runs.get("tags.sweep", pd.Series(index=runs.index, dtype=object))
         if not (names == sweep).any():
@@ -133,16 +139,17 @@ def varying_facts(runs: pd.DataFrame) -> list[str]:
 
 def runs_frame(tracking_uri: str, experiment: str | None = None, metric: str = "accuracy/test",
                finished_only: bool = True, sweep: str | None = None, per_run: bool = False,
-               baseline: str | None = None) -> pd.DataFrame:
+               baseline: str | None = None, pruned: bool = False) -> pd.DataFrame:
     """The comparison table: one row per run, or per group of runs that differ only in their seed; with `baseline`,
     the significance columns against that row (seqlab.significance.with_baseline)."""
     metric = canonical(metric)
-    runs = search(tracking_uri, experiment, sweep, finished_only)
+    runs = search(tracking_uri, experiment, sweep, finished_only, pruned)
     if runs.empty:
         return pd.DataFrame()
     params, facts = varying_params(runs), varying_facts(runs)
     table = pd.DataFrame({"run": runs["run_id"].str[:8], "name": runs.get("tags.mlflow.runName"),
-                          "status": runs["status"], "model": runs.get("params.model.name"),
+                          "status": runs["status"].where(runs.get("tags.optuna.state", pd.Series(
+                              index=runs.index, dtype=object)) != "PRUNED", "PRUNED"), "model": runs.get("params.model.name"),
                           RUN_IDS: runs["run_id"].map(lambda run_id: (run_id,))})  # dropped before it is shown
     for name in [*params, *facts]:
         table[name] = runs[f"params.{name}"]
@@ -243,7 +250,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         table = runs_frame(args.tracking_uri, args.experiment, args.metric, finished_only=not args.all,
-                           sweep=args.sweep, per_run=args.per_run, baseline=args.baseline)
+                           sweep=args.sweep, per_run=args.per_run, baseline=args.baseline,
+                           pruned=args.pruned or args.all)
     except SeqlabError as error:
         return report_error(error)
     if table.empty:

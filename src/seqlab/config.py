@@ -22,7 +22,7 @@ from seqlab.metrics import canonical
 
 # Keys that say where things are, how a run is named or shown, not what was trained: never params, never part
 # of what makes two runs different (seqlab compare, seed groups, run names).
-LOCATION_KEYS = ("tracking.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume")
+LOCATION_KEYS = ("tracking.", "hparams_search.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume")
 
 
 def config_dir() -> Path:
@@ -94,6 +94,9 @@ class TrainerConfig:
     progress: bool = True  # Keras progress bar
     checkpoint: bool = True  # back up the training state into the run after each epoch (trainer.resume needs it)
     resume: Optional[str] = None  # a run id: continue that MLflow run from its last checkpoint
+    # k-fold cross-validation: k runs nested under one holding mean and std; never the test split
+    cv_folds: Optional[int] = None
+    cv_fold: Optional[int] = None  # train only this fold (0-based) of cv_folds; null with cv_folds: all of them
 
 
 @dataclass
@@ -108,6 +111,11 @@ class TrackingConfig:
 
 
 @dataclass
+class SearchConfig:
+    storage: Optional[str] = None  # the Optuna study's storage (hparams_search=optuna): a journal file or a database URL
+
+
+@dataclass
 class SeqlabConfig:
     dataset: Any = MISSING  # the chosen option's schema (dataset_<name>_schema)
     preprocess: Any = MISSING
@@ -115,6 +123,7 @@ class SeqlabConfig:
     pretrain: Any = None  # a pretrain option (seqlab.pretrain) or null; used by model.pretrained=pretrain
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    hparams_search: Optional[SearchConfig] = None  # set by hparams_search=optuna (conf/hparams_search/)
     data_dir: str = "data"
     cache_dir: Optional[str] = None  # default: $SEQLAB_CACHE_DIR or ~/.cache/seqlab
     # The metric `train()` returns to Hydra sweepers (searches use accuracy/val, never a test metric).
@@ -225,6 +234,15 @@ def validate(cfg: DictConfig) -> None:
     _in_range("trainer.clipnorm", t.clipnorm, 0, low_open=True)
     _in_range("trainer.early_stopping", t.early_stopping, 0)
     _in_range("trainer.intra_op_threads", t.intra_op_threads, 0)
+    _in_range("trainer.cv_folds", t.cv_folds, 2)
+    if t.cv_fold is not None:
+        if t.cv_folds is None:
+            raise ConfigError(f"Config key 'trainer.cv_fold' is {t.cv_fold}, but trainer.cv_folds is null: give the "
+                              "number of folds too (e.g. trainer.cv_folds=5 trainer.cv_fold=0).")
+        _in_range("trainer.cv_fold", t.cv_fold, 0, t.cv_folds - 1)
+    if t.cv_folds is not None and (t.resume or cfg.tracking.registered_model):
+        raise ConfigError("trainer.cv_folds: a cross-validation trains no final model (trainer.resume and "
+                          "tracking.registered_model need one); train the chosen config without cv_folds for that.")
     _allowed("trainer.monitor", canonical(t.monitor), MONITORS, t.monitor)
     _allowed("trainer.optimizer", t.optimizer, OPTIMIZERS)
     _allowed("trainer.device", t.device, ["auto", "cpu", "gpu"])

@@ -4,6 +4,7 @@ reads them). Light on purpose: Hydra runs the sweep callback, which imports this
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass
@@ -42,3 +43,27 @@ def child_description(job: SweepJob, overrides: list[str]) -> str:
             + (", ".join(f"`{key}`" for key in job.swept) if job.swept else "nothing") + ": this run has "
             + (", ".join(f"`{o}`" for o in varied) if varied else "the sweep's config as it is")
             + f". The sweep's table: `seqlab compare --sweep {job.name}`.")
+
+
+PRUNED_AT = "pruned_at_epoch"  # the trial's user attr a pruned job sets (seqlab.callbacks.OptunaPruning)
+TRIAL_ENV = "SEQLAB_TRIAL"  # JSON of SearchTrial, set for a search's job through Hydra's hydra.job.env_set
+
+
+@dataclass
+class SearchTrial:
+    """The Optuna trial a search's job trains for: where its study lives, and the pruner that judges it."""
+
+    study: str
+    storage: str  # a journal file or a database URL (seqlab.search.storage_url)
+    trial_id: int
+    number: int
+    pruner: dict | None = None  # the pruner's config (_target_ and arguments), None: no pruning
+
+    def encode(self) -> str:
+        """URL-safe base64 of the JSON, without the padding `=` (Hydra's override grammar takes neither unquoted)."""
+        return base64.urlsafe_b64encode(json.dumps(self.__dict__).encode()).decode().rstrip("=")
+
+
+def current_trial() -> SearchTrial | None:
+    value = os.environ.get(TRIAL_ENV)
+    return SearchTrial(**json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))) if value else None

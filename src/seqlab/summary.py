@@ -106,7 +106,7 @@ def best_child(children, optimized_metric: str, histories: Histories) -> Choice 
 
     ranked = []
     for run in children:
-        if run.info.status != "FINISHED":
+        if run.info.status != "FINISHED" or run.data.tags.get("optuna.state") == "PRUNED":
             continue
         step = histories.kept_step(run.info.run_id)
         value = histories.value_at(run, metric, step)
@@ -192,7 +192,7 @@ def comparison_table(sweep: SweepInfo, experiment: str, children) -> pd.DataFram
     """`seqlab compare --sweep NAME` in this sweep's experiment, by its test metric; None without finished runs."""
     from seqlab.compare import runs_frame
 
-    if not any(run.info.status == "FINISHED" for run in children):
+    if not any(run_state(run) == "FINISHED" for run in children):  # pruned trials are not compared
         return None  # compare would say that the sweep has no finished runs
     table = runs_frame(sweep.tracking_uri, experiment, test_metric(sweep.optimized_metric), sweep=sweep.name)
     return table if not table.empty else None
@@ -324,12 +324,17 @@ def set_champion(client: MlflowClient, name: str, best: Choice):
     return version
 
 
+def run_state(run) -> str:
+    """The run's status, or PRUNED for a search's trial that the pruner stopped (it ended FINISHED)."""
+    return "PRUNED" if run.data.tags.get("optuna.state") == "PRUNED" else run.info.status
+
+
 def parent_note(sweep: SweepInfo, children, status: str, complete: bool, best: Choice | None,
                 table: pd.DataFrame | None, version, stale: list[str]) -> str:
     """The parent's description (markdown): what was compared, the children, the best, where the table is."""
     counts: dict[str, int] = {}
     for run in children:
-        counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        counts[run_state(run)] = counts.get(run_state(run), 0) + 1
     compared = []
     for key, values in sweep.swept.items():
         compared.append(f"`{key}` over {', '.join(f'`{v}`' for v in values)}" if values

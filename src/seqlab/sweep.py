@@ -23,7 +23,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob
+from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob, current_trial
 from seqlab.redaction import redact_credentials, safe_overrides
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,16 @@ def find_parent(client, experiment_id: str, name: str):
     return runs[0] if runs else None
 
 
+def _one_parent(client, experiment_id: str, name: str, created: str) -> str:
+    """Workers of one search started at once may each create a parent: the first created stays, the others go."""
+    runs = client.search_runs([experiment_id], f"tags.sweep = {_quoted(name)} and tags.`sweep.role` = 'parent'",
+                              max_results=100)
+    first = min(runs, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id if runs else created
+    if first != created:
+        client.delete_run(created)
+    return first
+
+
 def sweep_children(client, parent_run_id: str, experiment_id: str, status: str | None = None):
     query = f"tags.`mlflow.parentRunId` = {_quoted(parent_run_id)}"
     if status:
@@ -134,9 +144,18 @@ class MlflowSweepCallback(Callback):
         return self.sweep.parent_run_id if self.sweep else None
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        import seqlab
+        from seqlab.errors import report_error
+
+        try:
+            self._start(config)
+        except SystemExit:
+            raise
+        except Exception as error:  # Hydra turns a callback's exceptions into warnings: the jobs would run unnested
+            raise SystemExit(report_error(error)) from None
+
+    def _start(self, config: DictConfig) -> None:
         from seqlab import tracking
-        from seqlab.errors import SeqlabError, report_error
+        from seqlab.errors import report_error
         from seqlab.summary import SweepInfo
 
         for handler in logging.getLogger().handlers:  # Hydra logs each job's overrides: tracking.uri=user:pw@...
@@ -144,8 +163,9 @@ class MlflowSweepCallback(Callback):
 
         try:
             experiment_id = tracking.configure(config)
-        except SeqlabError as error:
-            # Hydra turns a callback's exceptions into warnings; an unusable store must stop the sweep.
+        except Exception as error:
+            # Hydra turns a callback's exceptions into warnings; an unusable store must stop the sweep (its jobs
+            # would run without a parent).
             raise SystemExit(report_error(error)) from None
         from mlflow.tracking import MlflowClient
 
@@ -160,8 +180,13 @@ class MlflowSweepCallback(Callback):
         resumed = 0
         if parent is None:
             run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+            run_id = _one_parent(client, experiment_id, name, run_id)
             log.info(f"sweep {name!r}: MLflow parent run {run_id} in experiment "
                   f"{tracking.experiment_name(config)!r} at {uri}")
+        elif parent.info.status == "RUNNING":  # another worker of the same search: join it
+            run_id = parent.info.run_id
+            resumed = int(parent.data.tags.get("sweep.resumed", "0"))
+            log.info(f"sweep {name!r} is running elsewhere: this worker joins its MLflow parent run {run_id} at {uri}")
         else:  # the same name again: continue that sweep under its parent
             run_id = parent.info.run_id
             resumed = int(parent.data.tags.get("sweep.resumed", "0")) + 1
@@ -186,8 +211,10 @@ class MlflowSweepCallback(Callback):
             for name in THREAD_ENV:
                 os.environ.setdefault(name, str(threads))
         if self.sweep is not None:
+            trial = current_trial()  # a search's job (Hydra's env_set is in place): numbered as its trial
             job = SweepJob(self.sweep.name, self.sweep.parent_run_id, self.sweep.experiment_id,
-                           int(config.hydra.job.num), self.sweep.bucketing, self.sweep.swept)
+                           trial.number if trial else int(config.hydra.job.num), self.sweep.bucketing,
+                           self.sweep.swept)
             os.environ[SWEEP_ENV] = json.dumps(job.__dict__)
         _end_leaked_runs("FAILED")
 
@@ -213,7 +240,7 @@ class MlflowSweepCallback(Callback):
 
         client = MlflowClient(self.tracking_uri)
         runs = [run for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, "FINISHED")
-                if run.data.tags.get("sweep.job") == str(trial.number)]
+                if run.data.tags.get("optuna.trial") == str(trial.number)]
         tags = {"best_trial": str(trial.number), "best_value": str(trial.value),
                 "best_params": json.dumps(trial.params, sort_keys=True)}
         if runs:
@@ -240,14 +267,14 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         from seqlab.errors import RecordingError, redact_uri, report_error
-        from seqlab.summary import summarize
+        from seqlab.summary import run_state, summarize
 
         client = MlflowClient(self.tracking_uri)
         parent_id = self.sweep.parent_run_id
         children = sweep_children(client, parent_id, self.sweep.experiment_id)
         counts: dict[str, int] = {}
         for run in children:
-            counts[run.info.status] = counts.get(run.info.status, 0) + 1
+            counts[run_state(run)] = counts.get(run_state(run), 0) + 1
         client.set_tag(parent_id, "sweep.children", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
         failure = None
         try:

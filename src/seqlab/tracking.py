@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
-from seqlab.jobs import child_description, current_job, job_overrides
+from seqlab.jobs import child_description, current_job, current_trial, job_overrides
 from seqlab.errors import ConfigError, RecordingError, Terminated
 from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted, safe_overrides
 
@@ -78,6 +78,18 @@ def unique_run_name(experiment_id: str, name: str) -> str:
     return candidate
 
 
+_cv_fold: list = []  # (parent run id, fold) while seqlab.train.cross_validate trains a fold
+
+
+@contextlib.contextmanager
+def cv_parent(run_id: str, fold: int):
+    _cv_fold[:] = [run_id, fold]
+    try:
+        yield
+    finally:
+        _cv_fold.clear()
+
+
 def run_tags(cfg: DictConfig) -> dict[str, str]:
     """Tags of one training run: its seed group, its overrides, and its parent when in a sweep."""
     tags = {"seed_group": seed_group(cfg)}
@@ -85,9 +97,14 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
     if overrides:
         tags["overrides"] = " ".join(overrides)
     job = current_job()
-    if job is not None:
+    if _cv_fold:  # a cross-validation fold: nested under its cross-validation run, not under a sweep's parent
+        tags.update({"mlflow.parentRunId": _cv_fold[0], "cv.role": "fold", "cv.fold": str(_cv_fold[1])})
+    elif job is not None:
         tags.update({"mlflow.parentRunId": job.parent_run_id, "sweep": job.name, "sweep.role": "child",
                      "sweep.job": str(job.job)})
+    trial = current_trial()
+    if trial is not None:  # a search's trial: its study and number (seqlab.search)
+        tags.update({"optuna.study": trial.study, "optuna.trial": str(trial.number)})
     return tags
 
 
@@ -146,12 +163,35 @@ def configure(cfg: DictConfig) -> str:
     if job is not None:  # a sweep's job: its run joins the parent's experiment, whatever the job's config says
         return job.experiment_id
     try:
-        return ensure_experiment(uri, experiment_name(cfg), experiment_tags(cfg))
+        with store_creation_lock(uri):
+            return ensure_experiment(uri, experiment_name(cfg), experiment_tags(cfg))
     except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
         hint = (" (pip install the database driver, e.g. psycopg2-binary or pymysql)"
                 if isinstance(error, ImportError) else "")
         raise ConfigError(f"Cannot use the MLflow store tracking.uri={redact_uri(uri)!r}: "
                           f"{redact_uri((str(error).splitlines() or [type(error).__name__])[0])}{hint}") from None
+
+
+@contextlib.contextmanager
+def store_creation_lock(uri: str):
+    """For a SQLite store, an exclusive lock on `<database>.lock` while MLflow opens it: processes that open one new
+    store at once (the workers of a search) race in MLflow's table creation and migrations ("table ... already
+    exists", "duplicate column name"). A file lock, where the OS has one (fcntl: not Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:" or fcntl is None:
+        yield
+        return
+    database = Path(uri[len("sqlite:///"):]).expanduser()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ensure_experiment(uri: str, name: str, tags: dict[str, str]) -> str:
@@ -229,6 +269,25 @@ def description(cfg: DictConfig, overrides: list[str]) -> str:
                  "`config.yaml`. Metrics: `<quantity>/<split>` per epoch (step = epoch index), test metrics once, at "
                  "the step of the epoch whose weights were tested.")
     return "\n\n".join(lines)
+
+
+PRUNED_TAG = "optuna.state"  # PRUNED on a search's run that the pruner stopped; compare leaves those out
+
+
+def mark_pruned(run, epochs: int, monitor: str) -> None:
+    """A pruned trial's run ends FINISHED with its curves, and says at a glance that it was pruned: the state tag,
+    a name ending in "(pruned)", and a line in its description."""
+    from mlflow.tracking import MlflowClient
+
+    from seqlab.callbacks import named_failure
+
+    note = MlflowClient().get_run(run.info.run_id).data.tags.get("mlflow.note.content", "")
+    with named_failure(f"record that MLflow run {run.info.run_id} was pruned"):
+        mlflow.set_tags({PRUNED_TAG: "PRUNED", "pruned_at_epoch": str(epochs),
+                         "mlflow.runName": f"{run.info.run_name} (pruned)",
+                         "mlflow.note.content": f"**Pruned** by the search's Optuna pruner after epoch {epochs}: its "
+                                                f"`{monitor}` was behind the other trials' at that epoch. It has no test "
+                                                f"metrics and no model; `seqlab compare --pruned` lists it.\n\n{note}"})
 
 
 def start_system_metrics(run_id: str, resume: bool = False) -> None:

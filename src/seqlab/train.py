@@ -6,12 +6,14 @@ Hydra's entry point (seqlab.cli) wraps this; tests call it with composed configs
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -21,7 +23,7 @@ import tensorflow as tf
 from omegaconf import DictConfig
 
 from seqlab import pipeline, tracking
-from seqlab.callbacks import EpochLogger, PretrainedSchedule, named_failure
+from seqlab.callbacks import EpochLogger, OptunaPruning, PretrainedSchedule, named_failure
 from seqlab.config import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
@@ -114,8 +116,51 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
         c: 1.0 for c in range(num_classes) if c not in present}
 
 
+@dataclass
+class Outcome:
+    objective: float  # the value of optimized_metric that train() returns to sweepers
+    validation: dict[str, float]  # the validation metrics of the epoch whose weights the model kept (MLflow names)
+
+
 def train(cfg: DictConfig) -> float:
+    """Train and evaluate one model (or, with trainer.cv_folds, cross-validate it); returns optimized_metric."""
     validate(cfg)
+    if cfg.trainer.cv_folds and cfg.trainer.cv_fold is None:
+        return cross_validate(cfg)
+    return train_run(cfg).objective
+
+
+def cross_validate(cfg: DictConfig) -> float:
+    """trainer.cv_folds runs, one per fold (trainer.cv_fold), nested under a parent run holding the mean and std of
+    their validation metrics; no run touches the test split. Returns the folds' mean of optimized_metric (its
+    validation side)."""
+    folds = int(cfg.trainer.cv_folds)
+    cfg.tracking.experiment = tracking.experiment_name(cfg)
+    experiment_id = tracking.configure(cfg)
+    with tracking.tracked_run(cfg, experiment_id, {"cv.role": "parent", "cv.folds": str(folds)}) as parent:
+        log.info(f"{folds}-fold cross-validation under MLflow run {parent.info.run_id}")
+        outcomes = []
+        for fold in range(folds):
+            fold_cfg = copy.deepcopy(cfg)
+            fold_cfg.trainer.cv_fold = fold
+            fold_cfg.tracking.run_name = f"{parent.info.run_name} fold {fold}"
+            with tracking.cv_parent(parent.info.run_id, fold):
+                outcomes.append(train_run(fold_cfg))
+        summary = {}
+        for key in sorted(set.intersection(*(set(o.validation) for o in outcomes))):
+            values = np.array([o.validation[key] for o in outcomes])
+            summary[key], summary[f"{key}_std"] = float(values.mean()), float(values.std(ddof=1))
+        objective = float(np.mean([o.objective for o in outcomes]))
+        with named_failure(f"record the cross-validation summary in MLflow run {parent.info.run_id}"):
+            mlflow.log_metrics(summary)
+            mlflow.set_tag("cv.objective", ", ".join(f"{o.objective:.4f}" for o in outcomes))
+        shown = ", ".join(f"{key} {summary[key]:.4f} ± {summary[key + '_std']:.4f}" for key in summary
+                          if not key.endswith("_std"))
+        log.info(f"{folds}-fold cross-validation: {shown} (mean ± std over folds)")
+    return objective
+
+
+def train_run(cfg: DictConfig) -> Outcome:
     resumed = None
     if cfg.trainer.resume:  # continue that run, with the config it was started with
         resumed = tracking.resumable_run(cfg)
@@ -188,34 +233,69 @@ def train(cfg: DictConfig) -> float:
                                             cfg.model.pretrained_lr_multiplier)]
         model.compile(optimizer=optimizer, loss=loss_for(data.num_classes), metrics=["accuracy"],
                       jit_compile=cfg.trainer.jit_compile)
+        pruning = search_pruning(cfg)  # a search's trial: report each epoch, stop where the pruner says
         history, kept = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None,
-                            callbacks=callbacks)
+                            callbacks=[*callbacks, *([pruning] if pruning else [])])
 
-        outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
-        title = f"{run.info.run_name} ({cfg.model.name} on {data.name})"
-        metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names, title=title)
-        curves = learning_curves_figure(history, title, kept)
-        try:
-            # at the step of the epoch whose weights were tested: the logged model links that step's metrics
-            with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
-                mlflow.log_metrics({**metrics, keras_name("prepare_seconds"): prepare_seconds}, step=kept)
-            with named_failure(f"record {PREDICTIONS_ARTIFACT} in MLflow run {run.info.run_id}"):
-                log_predictions(data.test.labels, outputs, data.class_names, data.test.ids)
-            with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
-                mlflow.log_text(report, "classification_report.txt")
-            for figure, name in ((confusion, "confusion_matrix.png"), (curves, "learning_curves.png")):
-                with named_failure(f"record {name} in MLflow run {run.info.run_id}"):
-                    mlflow.log_figure(figure, name)
-        finally:
-            close_figures(confusion, curves)  # a failed job of a sweep leaves no figure behind either
-        log.info("test " + ", ".join(f"{k.split('/')[0]} {v:.4f}" for k, v in metrics.items()))
-        log.info(f"classification report on the test split:\n{report}")
+        if pruning is not None and pruning.pruned_at is not None:  # the search stopped it: no test, no model
+            tracking.mark_pruned(run, pruning.pruned_at + 1, pruning.monitor_name)
+            curves = learning_curves_figure(history, f"{run.info.run_name} (pruned)", kept)
+            with named_failure(f"record learning_curves.png in MLflow run {run.info.run_id}"):
+                mlflow.log_figure(curves, "learning_curves.png")
+            close_figures(curves)
+            tracking.delete_checkpoint(run.info.run_id)
+            return Outcome(pruning.last_value, kept_validation(history, kept))
+        if cfg.trainer.cv_fold is not None:  # a cross-validation fold: judged on its held-out fold only
+            tracking.delete_checkpoint(run.info.run_id)
+            return Outcome(objective(cfg, {}, history, kept), kept_validation(history, kept))
+        metrics = evaluate_and_log(model, cfg, data, run, x_test, boundaries, history, kept, prepare_seconds)
         if cfg.tracking.log_model:
             model_info = log_model(model, preprocessor, data, metadata, step=kept, model_name=cfg.model.name)
             if cfg.tracking.registered_model:  # inside the run: a failed registration ends it FAILED
                 tracking.register_model(cfg, run, model_info.model_uri, metrics)
     tracking.delete_checkpoint(run.info.run_id)  # FINISHED: nothing left to resume
-    return objective(cfg, metrics, history, kept)
+    return Outcome(objective(cfg, metrics, history, kept), kept_validation(history, kept))
+
+
+def kept_validation(history: dict[str, list[float]], kept: int) -> dict[str, float]:
+    return {keras_name(key): float(values[kept]) for key, values in history.items()
+            if key.startswith("val_") and kept < len(values)}
+
+
+def evaluate_and_log(model: keras.Model, cfg: DictConfig, data, run, x_test, boundaries, history, kept: int,
+                     prepare_seconds: float) -> dict[str, float]:
+    """The test split, touched once by the model as kept: metrics, predictions, report and figures into the run."""
+    outputs = pipeline.predict(model, x_test, cfg.trainer.batch_size, boundaries)
+    title = f"{run.info.run_name} ({cfg.model.name} on {data.name})"
+    metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names, title=title)
+    curves = learning_curves_figure(history, title, kept)
+    try:
+        # at the step of the epoch whose weights were tested: the logged model links that step's metrics
+        with named_failure(f"record the test metrics in MLflow run {run.info.run_id}"):
+            mlflow.log_metrics({**metrics, keras_name("prepare_seconds"): prepare_seconds}, step=kept)
+        with named_failure(f"record {PREDICTIONS_ARTIFACT} in MLflow run {run.info.run_id}"):
+            log_predictions(data.test.labels, outputs, data.class_names, data.test.ids)
+        with named_failure(f"record classification_report.txt in MLflow run {run.info.run_id}"):
+            mlflow.log_text(report, "classification_report.txt")
+        for figure, name in ((confusion, "confusion_matrix.png"), (curves, "learning_curves.png")):
+            with named_failure(f"record {name} in MLflow run {run.info.run_id}"):
+                mlflow.log_figure(figure, name)
+    finally:
+        close_figures(confusion, curves)  # a failed job of a sweep leaves no figure behind either
+    log.info("test " + ", ".join(f"{k.split('/')[0]} {v:.4f}" for k, v in metrics.items()))
+    log.info(f"classification report on the test split:\n{report}")
+    return metrics
+
+
+def search_pruning(cfg: DictConfig) -> OptunaPruning | None:
+    """In a search's job (seqlab.search), a callback reporting the validation side of optimized_metric to its trial."""
+    link = tracking.current_trial()
+    if link is None or cfg.trainer.cv_fold is not None:  # folds would report the same epochs k times
+        return None
+    from seqlab.search import job_trial
+
+    monitor = canonical(cfg.optimized_metric).replace("/test", "/val")
+    return OptunaPruning(job_trial(link), monitor, to_keras(monitor))
 
 
 def fit(model: keras.Model, cfg: DictConfig, data, x_train, x_val, run_id: str,
@@ -433,6 +513,9 @@ def derived_params(model: keras.Model, preprocessor, boundaries: list[int] | Non
 
 
 def objective(cfg: DictConfig, metrics: dict[str, float], history: dict[str, list[float]], kept: int) -> float:
-    """The value of `optimized_metric` for the model as kept: a test metric, or the kept epoch's validation one."""
+    """The value of `optimized_metric` for the model as kept: a test metric, or the kept epoch's validation one (also
+    for a test metric where the run has none: a cross-validation fold)."""
     name = canonical(cfg.optimized_metric)
+    if name not in metrics:
+        name = name.replace("/test", "/val")
     return float(metrics[name]) if name in metrics else float(history[to_keras(name)][kept])

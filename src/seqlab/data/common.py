@@ -25,6 +25,7 @@ class Examples:
     labels: np.ndarray  # int class ids
     metadata: np.ndarray | None = None  # float32 (n, k); NaN = missing
     ids: list[str] | None = None
+    groups: list[str] | None = None  # examples of one group (an IMDB movie) stay in one cross-validation fold
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -36,7 +37,15 @@ class Examples:
             labels=self.labels[index],
             metadata=None if self.metadata is None else self.metadata[index],
             ids=None if self.ids is None else [self.ids[i] for i in index],
+            groups=None if self.groups is None else [self.groups[i] for i in index],
         )
+
+    def __add__(self, other: "Examples") -> "Examples":
+        both = lambda a, b: None if a is None or b is None else [*a, *b]  # noqa: E731
+        metadata = None if self.metadata is None or other.metadata is None else np.concatenate([self.metadata,
+                                                                                                 other.metadata])
+        return Examples(texts=[*self.texts, *other.texts], labels=np.concatenate([self.labels, other.labels]),
+                        metadata=metadata, ids=both(self.ids, other.ids), groups=both(self.groups, other.groups))
 
 
 @dataclass
@@ -94,6 +103,25 @@ def split_off(examples: Examples, fraction: float, seed: int, what: str) -> tupl
     return examples.subset(np.sort(rest)), examples.subset(np.sort(held))
 
 
+def cv_fold(pool: Examples, folds: int, fold: int, seed: int, name: str) -> tuple[Examples, Examples]:
+    """(train, validation) of fold `fold` of `folds`: stratified by label, seeded, and grouped where the examples
+    have groups (every review of a movie in one fold), with scikit-learn's StratifiedGroupKFold."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    smallest = int(np.bincount(pool.labels)[np.unique(pool.labels)].min())
+    if smallest < folds:
+        raise DataError(f"trainer.cv_folds={folds}: the smallest class of dataset '{name}' has {smallest} training "
+                        f"examples, fewer than the folds; give cv_folds <= {smallest} or more data.")
+    index = np.arange(len(pool))
+    if pool.groups is not None:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = splitter.split(index, pool.labels, groups=pool.groups)
+    else:
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(index, pool.labels)
+    train, held = list(splits)[fold]
+    return pool.subset(train), pool.subset(held)
+
+
 def finish_splits(name: str, train: Examples, test: Examples, class_names: list[str], cfg, *,
                   validation: Examples | None = None, metadata_names: list[str] | None = None,
                   source: str = "") -> DatasetSplits:
@@ -109,7 +137,11 @@ def finish_splits(name: str, train: Examples, test: Examples, class_names: list[
                         f"({class_names[int(train.labels[0])]!r}); a classifier needs at least two.")
     train = stratified_sample(train, d.max_train, seed, "train")
     test = stratified_sample(test, d.max_test, TEST_SEED, "test")
-    if validation is None:
+    fold = cfg.trainer.get("cv_fold")
+    if fold is not None:  # cross-validation: folds of train (and an official validation split), never of test
+        pool = train if validation is None else train + validation
+        train, validation = cv_fold(pool, int(cfg.trainer.cv_folds), int(fold), seed, name)
+    elif validation is None:
         train, validation = split_off(train, d.validation_split, seed, "validation")
     return DatasetSplits(name=name, train=train, validation=validation, test=test, class_names=class_names,
                          metadata_names=metadata_names or [], source=source)

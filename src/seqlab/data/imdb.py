@@ -7,6 +7,7 @@ so that later runs read one file instead of 50,000.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import shutil
@@ -38,6 +39,8 @@ def load(cfg):
                           "(2 classes, pos/neg) or 'rating' (8 classes, 1-4 and 7-10).")
     folder = find_aclimdb(d.path, cfg.data_dir, cfg.cache_dir, download=d.download)
     reviews = read_reviews(folder, d.encoding, cache_root(cfg.cache_dir))
+    if cfg.trainer.get("cv_fold") is not None and reviews["movie"].isna().any():
+        reviews = _with_movies(reviews, folder, cfg)
     train = _examples(reviews[reviews["split"] == "train"], d.target)
     test = _examples(reviews[reviews["split"] == "test"], d.target)
     return finish_splits("imdb", train, test, TARGETS[d.target], cfg, source=str(folder))
@@ -78,8 +81,9 @@ def _unsup_from_archive(labeled: Path, data_dir: str, cache_dir: str | None) -> 
                         f"aclImdb_v1.tar.gz in '{root}' or '{root / 'imdb'}'. Put the official archive there "
                         f"(download address: {URL}).")
     return _extract_once(archive, cache_root(cache_dir) / "imdb" / f"unsup-{_archive_key(archive)}",
-                         select=lambda name: "/train/unsup/" in name,
-                         complete=lambda folder: (folder / "train" / "unsup").is_dir(),
+                         select=lambda name: "/train/unsup/" in name or "/urls_" in name,  # and the movie lists
+                         complete=lambda folder: (folder / "train" / "unsup").is_dir()
+                         and (folder / "test" / "urls_neg.txt").is_file(),
                          missing="no aclImdb/train/unsup/ folder of unlabeled reviews")
 
 
@@ -88,7 +92,9 @@ def _examples(frame: pd.DataFrame, target: str) -> Examples:
         labels = (frame["sentiment"] == "pos").to_numpy(np.int64)
     else:
         labels = frame["rating"].map({r: i for i, r in enumerate(RATINGS)}).to_numpy(np.int64)
-    return Examples(texts=frame["text"].tolist(), labels=labels, ids=frame["id"].tolist())
+    movies = frame["movie"] if "movie" in frame else None
+    groups = movies.tolist() if movies is not None and movies.notna().all() else None  # by movie, where known
+    return Examples(texts=frame["text"].tolist(), labels=labels, ids=frame["id"].tolist(), groups=groups)
 
 
 def _is_layout(folder: Path) -> bool:
@@ -196,11 +202,14 @@ def read_reviews(folder: Path, encoding: str = "utf-8", cache: Path | None = Non
     ours = cache is not None and folder.resolve().is_relative_to(cache.resolve())
     cache = folder.parent / f"reviews-{encoding}.parquet"
     if ours and cache.exists() and cache.stat().st_mtime >= folder.stat().st_mtime:
-        return pd.read_parquet(cache)
+        frame = pd.read_parquet(cache)
+        if "movie" in frame:  # else written by an older seqlab: read again
+            return frame
     rows = []
     for split in ("train", "test"):
         for sentiment in ("neg", "pos"):
             directory = folder / split / sentiment
+            movies = _movies(folder / split / f"urls_{sentiment}.txt")
             files = sorted(directory.glob("*.txt"), key=lambda p: _file_key(p))
             if not files:
                 raise DataError(f"'{directory}' holds no <id>_<rating>.txt review files.")
@@ -211,11 +220,44 @@ def read_reviews(folder: Path, encoding: str = "utf-8", cache: Path | None = Non
                 except UnicodeDecodeError as error:
                     raise DataError(f"'{file}' is not valid {encoding} ({error.reason} at byte {error.start}). "
                                     "Set dataset.encoding (e.g. latin-1) to the files' encoding.") from None
-                rows.append((split, sentiment, rating, f"{split}/{sentiment}/{review_id}_{rating}", text))
-    frame = pd.DataFrame(rows, columns=["split", "sentiment", "rating", "id", "text"])
+                rows.append((split, sentiment, rating, f"{split}/{sentiment}/{review_id}_{rating}", text,
+                             movies[review_id] if review_id < len(movies) else None))
+    frame = pd.DataFrame(rows, columns=["split", "sentiment", "rating", "id", "text", "movie"])
     if ours:
         frame.to_parquet(cache)
     return frame
+
+
+def _with_movies(reviews: pd.DataFrame, folder: Path, cfg) -> pd.DataFrame:
+    """Each review's movie from the URL lists of the unlabeled archive (aclImdb_unsup.tar.gz or the official one)
+    beside the labeled reviews, so that cross-validation folds keep a movie's reviews together."""
+    try:
+        lists = _unsup_from_archive(folder, cfg.data_dir, cfg.cache_dir)
+    except DataError:
+        _warn_ungrouped(str(folder))
+        return reviews
+    reviews = reviews.copy()
+    for (split, sentiment), rows in reviews.groupby(["split", "sentiment"]).groups.items():
+        movies = _movies(lists / split / f"urls_{sentiment}.txt")
+        numbers = reviews.loc[rows, "id"].str.rsplit("/", n=1).str[-1].str.split("_").str[0].astype(int)
+        reviews.loc[rows, "movie"] = [movies[n] if n < len(movies) else None for n in numbers]
+    return reviews
+
+
+@functools.lru_cache(maxsize=None)  # once per folder, not once per fold
+def _warn_ungrouped(folder: str) -> None:
+    log.warning(f"'{folder}' has no urls_*.txt movie lists and no aclImdb_unsup.tar.gz is beside it: the "
+                "cross-validation folds are stratified but not grouped by movie (a movie's reviews may sit in two "
+                "folds, which flatters the validation scores)")
+
+
+def _movies(urls: Path) -> list[str]:
+    """The movie of each review of a folder: line N of urls_<sentiment>.txt is review N's IMDb page
+    (http://www.imdb.com/title/tt0453418/usercomments -> tt0453418); [] where the list is missing."""
+    if not urls.is_file():
+        return []
+    return [line.strip().rstrip("/").split("/")[-2] if line.count("/") >= 4 else line.strip()
+            for line in urls.read_text(encoding="utf-8").splitlines()]
 
 
 def _file_key(path: Path) -> tuple[int, int]:
