@@ -25,7 +25,7 @@ train: install  ## the default experiment: tutorial LSTM on IMDB, recorded in ./
 # Two test processes: most tests train recurrent models on one thread; a test file stays in one process (its fixtures).
 TEST_WORKERS ?= 2
 test: install  ## the whole suite (trains tiny models on real reviews from SEQLAB_DATA_DIR)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(ARGS)
 
 test-fast: install  ## without the tests that train on real data
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

@@ -82,6 +82,10 @@ if [[ ! -s $passfile ]]; then
     (umask 077 && echo "*:*:*:mlflow:$password" >"$passfile")
     echo "ALTER ROLE mlflow PASSWORD '$password'" | sql >/dev/null
 fi
-[[ $(sql -c "SELECT 1 FROM pg_database WHERE datname = 'mlflow'") == 1 ]] || sql -c "CREATE DATABASE mlflow"
+for database in mlflow optuna; do  # optuna: shared Optuna studies (hparams_search.storage), tables apart from MLflow's
+    [[ $(sql -c "SELECT 1 FROM pg_database WHERE datname = '$database'") == 1 ]] || sql -c "CREATE DATABASE $database"
+done
+
+log "Optuna studies for workers on several hosts: hparams_search.storage=postgresql+psycopg2://mlflow@127.0.0.1:$port/optuna?passfile=$passfile"
 
 echo "postgresql+psycopg2://mlflow@127.0.0.1:$port/mlflow?passfile=$passfile"

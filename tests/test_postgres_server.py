@@ -118,3 +118,21 @@ def test_four_parallel_jobs_on_a_postgres_server_lose_nothing(postgres, tracking
     assert sorted(statuses) == ["FINISHED"] * 5
     assert [epochs_logged.get(r.info.run_id) for r in children] == [EPOCHS] * 4
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_two_search_workers_share_a_study_in_postgres(postgres, tmp_path):
+    """hparams_search.storage=postgresql://... (the `optuna` database scripts/postgres.sh creates): two worker
+    processes, exactly n_trials distinct trials."""
+    import optuna
+
+    from seqlab.search import counted, open_storage
+    from tests.test_search import start_worker
+
+    url = postgres.replace("/mlflow?", "/optuna?")
+    workers = [start_worker(tmp_path, url, 6, 0.3) for _ in range(2)]
+    outputs = [worker.communicate(timeout=180)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    trials = [t for t in optuna.load_study(study_name="toy", storage=open_storage(url)).trials if counted(t)]
+    assert len(trials) == 6 and {t.state.name for t in trials} == {"COMPLETE"}
+    assert len({t.params["x"] for t in trials}) == 6
+    assert all(int(output.split("ran ")[-1]) >= 1 for output in outputs), outputs
