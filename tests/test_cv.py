@@ -15,7 +15,7 @@ from seqlab.errors import ConfigError
 from tests.conftest import compose_config, write_aclimdb
 
 TINY = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "model.units=4",
-        "trainer.epochs=2", "trainer.batch_size=16", "tracking.log_model=false", "tracking.system_metrics=false"]
+        "trainer.epochs=1", "trainer.batch_size=16", "tracking.log_model=false", "tracking.system_metrics=false"]
 
 
 def test_folds_are_stratified_grouped_and_partition_the_pool():

@@ -76,6 +76,8 @@ def test_default_run_names_say_what_differs_and_are_unique(dropout_runs):
                  "tracking.uri=sqlite:///m.db", "data_dir=/data", "trainer.seed=3"]
     assert default_run_name(cfg, overrides) == "cnn_lstm dropout=0.2 seed=3"
     assert default_run_name(cfg, overrides, swept=["trainer.seed"]) == "cnn_lstm seed=3"  # a sweep's child
+    sampled = ["model.dropout=0.18727005942368125", "trainer.learning_rate=0.000518420294119955", "model.units=64"]
+    assert default_run_name(cfg, sampled) == "cnn_lstm dropout=0.1873 learning_rate=0.0005184 units=64"  # a search's
 
 
 def test_an_unknown_key_for_the_chosen_option_lists_that_options_keys():

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -135,6 +136,19 @@ def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution):
 
 # --- one worker --------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def deferred_interrupts():
+    """SIGINT and SIGTERM wait until the block ends (they are blocked, then delivered), where the OS allows."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
     return not trial.system_attrs.get(NOT_COUNTED)
 
@@ -171,8 +185,9 @@ class Worker:
 
     def ask(self) -> optuna.Trial | None:
         """A new (or queued) trial with its params chosen, or None where a racing worker took the last slot."""
-        trial = self.study.ask()
-        self.in_flight[trial.number] = trial
+        with deferred_interrupts():  # else a Ctrl-C inside ask() leaves a RUNNING trial no one knows of
+            trial = self.study.ask()
+            self.in_flight[trial.number] = trial
         self.beat(trial)
         before = [t for t in self.trials() if t.number < trial.number and counted(t)]
         if len(before) >= self.n_trials:  # another worker asked the last trials first: this one never runs

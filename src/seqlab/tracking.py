@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -64,8 +65,15 @@ def default_run_name(cfg: DictConfig, overrides: list[str], swept: list[str] | N
             continue
         if key in UNNAMED_OVERRIDES or key.startswith("hydra") or is_location_key(key) or key.endswith("path"):
             continue  # files are where the data are (the dataset.* params say which), too long for a name
-        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        parts.append(f"{key.rsplit('.', 1)[-1]}={_short(value)}")
     return re.sub(r"['\"\\]", "", " ".join(parts))[:250]  # quotes would need escaping in MLflow's search filters
+
+
+def _short(value: str) -> str:
+    """A sampled float as 4 significant digits (0.18727005942368125 -> 0.1873): a name to read; params keep it all."""
+    if re.fullmatch(r"-?\d+\.\d{5,}(e-?\d+)?", value):
+        return f"{float(value):.4g}"
+    return value
 
 
 def unique_run_name(experiment_id: str, name: str) -> str:
@@ -154,9 +162,6 @@ def configure(cfg: DictConfig) -> str:
     """Point MLflow at the store and return the experiment's id, creating the experiment if needed."""
     uri = cfg.tracking.uri
     check_no_inherited_run()
-    if URI_CREDENTIALS.search(uri):
-        log.warning("tracking.uri holds credentials; they are kept out of the run, but prefer the "
-              "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) environment variables.")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     job = current_job()
@@ -214,8 +219,16 @@ def ensure_experiment(uri: str, name: str, tags: dict[str, str]) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
+@functools.lru_cache(maxsize=1)  # once per process
+def _warn_credentials() -> None:
+    log.warning("tracking.uri holds credentials; they are kept out of the run, but prefer the "
+                "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) environment variables.")
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """A tracking server that does not answer fails here, in seconds (MLflow's own client retries for minutes)."""
+    if URI_CREDENTIALS.search(uri):
+        _warn_credentials()
     if not uri.startswith(("http://", "https://")):
         return
     import requests
@@ -276,7 +289,7 @@ PRUNED_TAG = "optuna.state"  # PRUNED on a search's run that the pruner stopped;
 
 def mark_pruned(run, epochs: int, monitor: str) -> None:
     """A pruned trial's run ends FINISHED with its curves, and says at a glance that it was pruned: the state tag,
-    a name ending in "(pruned)", and a line in its description."""
+    a name starting "(pruned)", and a line in its description."""
     from mlflow.tracking import MlflowClient
 
     from seqlab.callbacks import named_failure
@@ -284,7 +297,7 @@ def mark_pruned(run, epochs: int, monitor: str) -> None:
     note = MlflowClient().get_run(run.info.run_id).data.tags.get("mlflow.note.content", "")
     with named_failure(f"record that MLflow run {run.info.run_id} was pruned"):
         mlflow.set_tags({PRUNED_TAG: "PRUNED", "pruned_at_epoch": str(epochs),
-                         "mlflow.runName": f"{run.info.run_name} (pruned)",
+                         "mlflow.runName": f"(pruned) {run.info.run_name}",  # first: names are cut in the UI
                          "mlflow.note.content": f"**Pruned** by the search's Optuna pruner after epoch {epochs}: its "
                                                 f"`{monitor}` was behind the other trials' at that epoch. It has no test "
                                                 f"metrics and no model; `seqlab compare --pruned` lists it.\n\n{note}"})

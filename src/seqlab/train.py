@@ -174,6 +174,7 @@ def train_run(cfg: DictConfig) -> Outcome:
                                      else device == "cpu")
     cfg.tracking.experiment = tracking.experiment_name(cfg)
     started = time.perf_counter()
+    tracking.check_reachable(cfg.tracking.uri)  # a server that does not answer: before any data is read or downloaded
     # Opening the store (a second with SQLite) overlaps reading the data; a bad store still stops the run
     # before anything is recorded or trained, and is reported before a data error (fix it first).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqlab-store") as pool:

@@ -69,21 +69,26 @@ def unlabeled_reviews(cfg) -> list[str]:
     return texts
 
 
-def _unsup_from_archive(labeled: Path, data_dir: str, cache_dir: str | None) -> Path:
+def _unsup_archive(labeled: Path, data_dir: str, cache_dir: str | None) -> Path | None:
+    """aclImdb_unsup.tar.gz (or the official archive) beside the labeled reviews, in data_dir, or downloaded."""
     root = Path(data_dir).expanduser()
     candidates = [base / name for base in (labeled.parent, labeled.parent.parent, root, root / "imdb")
                   for name in ("aclImdb_unsup.tar.gz", "aclImdb_v1.tar.gz")]
     candidates.append(cache_root(cache_dir) / "downloads" / "aclImdb_v1.tar.gz")
-    archive = next((path for path in candidates if path.is_file()), None)
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _unsup_from_archive(labeled: Path, data_dir: str, cache_dir: str | None) -> Path:
+    root = Path(data_dir).expanduser()
+    archive = _unsup_archive(labeled, data_dir, cache_dir)
     if archive is None:
         raise DataError(f"The unlabeled IMDB reviews (aclImdb/train/unsup, corpus source 'imdb_unsup') were not found: "
                         f"'{labeled}' has no train/unsup folder and there is no aclImdb_unsup.tar.gz or "
                         f"aclImdb_v1.tar.gz in '{root}' or '{root / 'imdb'}'. Put the official archive there "
                         f"(download address: {URL}).")
     return _extract_once(archive, cache_root(cache_dir) / "imdb" / f"unsup-{_archive_key(archive)}",
-                         select=lambda name: "/train/unsup/" in name or "/urls_" in name,  # and the movie lists
-                         complete=lambda folder: (folder / "train" / "unsup").is_dir()
-                         and (folder / "test" / "urls_neg.txt").is_file(),
+                         select=lambda name: "/train/unsup/" in name,
+                         complete=lambda folder: (folder / "train" / "unsup").is_dir(),
                          missing="no aclImdb/train/unsup/ folder of unlabeled reviews")
 
 
@@ -231,8 +236,14 @@ def read_reviews(folder: Path, encoding: str = "utf-8", cache: Path | None = Non
 def _with_movies(reviews: pd.DataFrame, folder: Path, cfg) -> pd.DataFrame:
     """Each review's movie from the URL lists of the unlabeled archive (aclImdb_unsup.tar.gz or the official one)
     beside the labeled reviews, so that cross-validation folds keep a movie's reviews together."""
+    archive = _unsup_archive(folder, cfg.data_dir, cfg.cache_dir)
     try:
-        lists = _unsup_from_archive(folder, cfg.data_dir, cfg.cache_dir)
+        if archive is None:
+            raise DataError("no archive")
+        lists = _extract_once(archive, cache_root(cfg.cache_dir) / "imdb" / f"urls-{_archive_key(archive)}",
+                              select=lambda name: "/urls_" in name,
+                              complete=lambda found: (found / "test" / "urls_neg.txt").is_file(),
+                              missing="no urls_*.txt movie lists")
     except DataError:
         _warn_ungrouped(str(folder))
         return reviews
