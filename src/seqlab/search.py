@@ -313,11 +313,7 @@ def job_trial(link: SearchTrial) -> optuna.Trial:
     return optuna.Trial(study, link.trial_id)
 
 
-def results(study: optuna.Study, optimized_metric: str) -> dict[str, Any] | None:
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        return None
-    best = study.best_trial
+def results(study: optuna.Study, best: optuna.trial.FrozenTrial, optimized_metric: str) -> dict[str, Any]:
     states = {}
     for trial in study.trials:
         if counted(trial):
@@ -374,14 +370,13 @@ def sweep(sweeper, arguments: list[str]) -> None:
 
     ran = worker.run(run_batch, float(options.max_failure_rate))
     log.info(f"Optuna study {name!r}: {ran} trials ran in this worker")
-    outcome = results(study, str(config.optimized_metric))
-    if outcome is None:
+    if not any(t.state == TrialState.COMPLETE for t in study.trials):
         log.warning(f"Optuna study {name!r} has no completed trial")
         return
+    callback = find_callback(sweeper.hydra_context.callbacks)
+    best = callback.best_trial(study) if callback is not None else study.best_trial
+    outcome = results(study, best, str(config.optimized_metric))
     OmegaConf.save(OmegaConf.create({**outcome, "storage": redact(url)}),
                    Path(str(config.hydra.sweep.dir)) / "optimization_results.yaml")
     log.info(f"Best trial {outcome['best_trial']}: {config.optimized_metric} {outcome['best_value']} with "
              f"{outcome['best_params']}")
-    callback = find_callback(sweeper.hydra_context.callbacks)
-    if callback is not None:
-        callback.tag_best_trial(study.best_trial)

@@ -232,21 +232,30 @@ class MlflowSweepCallback(Callback):
         atexit.unregister(self._end_interrupted)
         self._end("FINISHED", complete=True)
 
-    def tag_best_trial(self, trial) -> None:
-        """Tag the parent with an Optuna search's best trial and the child run that made it."""
-        if self.sweep is None:
-            return
+    def best_trial(self, study):
+        """Tag the parent with an Optuna search's best trial: the trial of the child the sweep's summary calls best
+        (seqlab.summary.best_child: its validation metric, ties to the better other one), so that the tags agree
+        where Optuna's own best_trial would take the first of equal values. Returns that trial."""
         from mlflow.tracking import MlflowClient
 
+        from seqlab.summary import Histories, best_child
+
+        best = study.best_trial
+        if self.sweep is None:
+            return best
         client = MlflowClient(self.tracking_uri)
-        runs = [run for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, "FINISHED")
-                if run.data.tags.get("optuna.trial") == str(trial.number)]
-        tags = {"best_trial": str(trial.number), "best_value": str(trial.value),
-                "best_params": json.dumps(trial.params, sort_keys=True)}
-        if runs:
-            tags["best_run_id"] = runs[0].info.run_id
-        for key, value in tags.items():
+        children = [run for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id,
+                                                  "FINISHED") if "optuna.trial" in run.data.tags]
+        chosen = best_child(children, self.summary.optimized_metric, Histories(client))
+        by_number = {trial.number: trial for trial in study.trials}
+        if chosen is not None and by_number.get(int(chosen.run.data.tags["optuna.trial"])) is not None:
+            trial = by_number[int(chosen.run.data.tags["optuna.trial"])]
+            if trial.value == best.value:  # the same best value: only a tie was broken otherwise
+                best = trial
+        for key, value in {"best_trial": str(best.number), "best_value": str(best.value),
+                           "best_params": json.dumps(best.params, sort_keys=True)}.items():
             client.set_tag(self.sweep.parent_run_id, key, value)
+        return best
 
     def _end_interrupted(self) -> None:
         """At exit without on_multirun_end (a job failed, Ctrl-C): KILLED if a child was, else FAILED; the parent
