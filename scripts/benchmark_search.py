@@ -5,8 +5,10 @@ and duplicates, written, dated, into docs/benchmarks.md between `<!-- search:sta
     .venv/bin/python scripts/benchmark_search.py               # the three searches, one after the other (~1 hour)
     .venv/bin/python scripts/benchmark_search.py --report-only # the table from the studies already run
 
-Each search is its own study (tracking.sweep) in its own MLflow experiment of the store given; the workers of the
-two-worker search each get one TensorFlow thread per op (two cores shared), the single worker TensorFlow's default.
+Each search is its own study (tracking.sweep) in its own MLflow experiment of the store given. The two workers of the
+two-worker search get TF_NUM_INTRAOP_THREADS=TF_NUM_INTEROP_THREADS=1 each (one core each); the single worker runs
+seqlab's default (one intra-op thread for recurrent models on CPU). "epochs trained" counts the epochs the trials
+reported: the search's cost, whatever else the machine was doing; "minutes" is the wall time.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def row(name: str, args) -> dict:
             "pruned": states.get("PRUNED", 0), "failed": states.get("FAIL", 0),
             "duplicates": len(params) - len(set(params)), "epochs trained": epochs,
             "best accuracy/val": f"{best.value:.4f}", "best trial": best.number,
-            "minutes": round(found.user_attrs["benchmark_seconds"] / 60, 1)}
+            "minutes": f"{found.user_attrs['benchmark_seconds'] / 60:.1f}"}
 
 
 def done(name: str, args) -> bool:

@@ -82,11 +82,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             raise ConfigError(f"hparams_search.storage={url!r}: SQLite locks under parallel workers (Optuna's FAQ "
                               "advises against it); give a file path (a journal, the default) or a database server URL "
                               "such as postgresql://user:password@host/db.")
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-        except Exception as error:
-            raise ConfigError(f"hparams_search.storage: cannot open the database of the Optuna study: "
-                              f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
+        for attempt in range(3):  # workers opening a new database at once race in creating Optuna's tables
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            except Exception as error:
+                if attempt < 2 and any(text in str(error) for text in ("already exists", "duplicate key")):
+                    time.sleep(1 + attempt)
+                    continue
+                raise ConfigError(f"hparams_search.storage: cannot open the database of the Optuna study: "
+                                  f"{type(error).__name__}: {str(error).splitlines()[0]}") from None
     from optuna.storages.journal import JournalFileBackend
 
     Path(url).parent.mkdir(parents=True, exist_ok=True)
