@@ -80,7 +80,8 @@ def row(name: str, args) -> dict:
     params = [json.dumps(t.params, sort_keys=True) for t in trials]
     best = found.best_trial
     epochs = sum(len(t.intermediate_values) for t in trials)
-    return {"search": name, "command": " ".join(["seqlab train -m hparams_search=optuna experiment=imdb_lstm_search", *overrides]),
+    command = " ".join(["seqlab train -m hparams_search=optuna experiment=imdb_lstm_search", *overrides])
+    return {"search": name, "command": command + (f", in {workers} terminals at once" if workers > 1 else ""),
             "workers": workers, "trials": len(trials), "complete": states.get("COMPLETE", 0),
             "pruned": states.get("PRUNED", 0), "failed": states.get("FAIL", 0),
             "duplicates": len(params) - len(set(params)), "epochs trained": epochs,
