@@ -27,6 +27,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,10 +319,7 @@ def job_trial(link: SearchTrial) -> optuna.Trial:
 
 
 def results(study: optuna.Study, best: optuna.trial.FrozenTrial, optimized_metric: str) -> dict[str, Any]:
-    states = {}
-    for trial in study.trials:
-        if counted(trial):
-            states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    states = dict(Counter(trial.state.name for trial in study.trials if counted(trial)))
     return {"name": "optuna", "study": study.study_name, "optimized_metric": optimized_metric,
             "best_trial": best.number, "best_params": best.params, "best_value": best.value, "trials": states}
 

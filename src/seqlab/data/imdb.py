@@ -237,9 +237,10 @@ def _with_movies(reviews: pd.DataFrame, folder: Path, cfg) -> pd.DataFrame:
     """Each review's movie from the URL lists of the unlabeled archive (aclImdb_unsup.tar.gz or the official one)
     beside the labeled reviews, so that cross-validation folds keep a movie's reviews together."""
     archive = _unsup_archive(folder, cfg.data_dir, cfg.cache_dir)
+    if archive is None:
+        _warn_ungrouped(str(folder))
+        return reviews
     try:
-        if archive is None:
-            raise DataError("no archive")
         lists = _extract_once(archive, cache_root(cfg.cache_dir) / "imdb" / f"urls-{_archive_key(archive)}",
                               select=lambda name: "/urls_" in name,
                               complete=lambda found: (found / "test" / "urls_neg.txt").is_file(),
