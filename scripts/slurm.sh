@@ -106,9 +106,10 @@ EOF
 slurmctld -f "$SLURM_CONF"
 slurmd -f "$SLURM_CONF" -N "$host"
 
-# Ready when the node is idle (a few seconds).
-for _ in $(seq 60); do
-    running slurmctld && running slurmd || break  # e.g. another Slurm holds the ports 6817-6818
+# Ready when the node is idle (a few seconds). The daemons write their pid files after forking, so a missing
+# one means failure (e.g. another Slurm holds the ports 6817-6818) only after a few seconds.
+for i in $(seq 120); do
+    if [ "$i" -gt 10 ] && ! { running slurmctld && running slurmd; }; then break; fi
     if sinfo -h -o %t 2>/dev/null | grep -qx idle; then
         echo "slurm: started; export SLURM_CONF=$SLURM_CONF"
         exit 0
