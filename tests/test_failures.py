@@ -59,6 +59,8 @@ def test_failed_metric_logging_ends_the_run_failed_and_resume_completes_it(tiny_
     assert "time/epochs" not in run.data.metrics and "accuracy/test" not in run.data.metrics
 
     monkeypatch.undo()  # the store works again: the run continues from epoch 1's checkpoint, as the error says
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("another")  # what an earlier run of this process left active (a sweep's other job)
     train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run.info.run_id}"))
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags

@@ -14,7 +14,7 @@ from tests.conftest import FLAT_MODELS, compose_config, tiny_model
 PROMISED = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "bilstm", "gru", "stacked_lstm",
             "lstm_no_embedding", "attention_bilstm", "fasttext_bigram"]
 # Models that read both ends of the sequence (or average it) mask padding whichever side it is on.
-ALWAYS_MASKED = ["bilstm", "attention_bilstm", "fasttext_bigram"]
+ALWAYS_MASKED = [name for name in FLAT_MODELS if MODELS[name].masks_padding]
 TEXTS = ["a wonderful film with great acting", "a terrible film with awful acting", "loved it", "hated it",
          "great story", "boring and dull"]
 
@@ -73,6 +73,7 @@ def tiny_model_config(name, *overrides):
 
 def test_every_flat_architecture_is_registered():
     assert set(PROMISED) <= set(FLAT_MODELS)
+    assert {"bilstm", "attention_bilstm", "fasttext_bigram", "transformer"} <= set(ALWAYS_MASKED)
 
 
 def test_tutorial_variants_keep_the_tutorials_shapes():

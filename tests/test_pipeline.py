@@ -108,7 +108,7 @@ def test_predict_keeps_the_input_order(skewed):
 def test_every_flat_model_trains_on_buckets_and_ignores_their_padding(name, skewed):
     """Masked: the output for a review does not depend on how far its batch pads it."""
     tokens, lengths, labels = skewed
-    spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True)
+    spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True, max_length=60)
     model = build_model(compose_config(tiny_model(name)).model, spec)
     model.compile(optimizer="adam", loss=loss_for(2))
     dataset = pipeline.make_dataset(tokens[:96], labels[:96] % 2, 32, seed=0, boundaries=[16, 32, 60])

@@ -53,7 +53,8 @@ def test_runs_differing_in_one_param_never_share_a_compare_row_and_seeds_do(drop
 def test_an_lstm_run_logs_its_own_keys_and_what_ran_and_nothing_else(dropout_runs):
     _, runs = dropout_runs
     params = runs[0].data.params
-    own = {"embedding_dim", "units", "layers", "dropout", "recurrent_dropout", "embedding_dropout", "name", "metadata"}
+    own = {"embedding_dim", "units", "layers", "dropout", "recurrent_dropout", "embedding_dropout", "residual", "name",
+           "metadata"}
     assert {key.split(".", 1)[1] for key in params if key.startswith("model.")} == own
     assert "null" not in params.values() and "None" not in params.values()
     assert not [key for key in params if key.startswith(("tracking.", "optimizer_", "overrides", "data_dir",

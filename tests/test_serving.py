@@ -21,6 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seqlab import predict, serving
+from seqlab.ensemble import main as ensemble_main
 from seqlab import train as train_module
 from seqlab.data import load_dataset
 from seqlab.data.custom import thread_text
@@ -36,6 +37,9 @@ THREAD_DATA = ["preprocess.vocab_size=500", "dataset.max_train=160", "dataset.ma
 MODELS = {
     "flat": ["dataset.max_train=200", "dataset.max_test=100", "preprocess.max_length=50", "preprocess.vocab_size=500",
              *tiny_model("fasttext_bigram"), "trainer.epochs=2"],
+    # (d) subword units learned in training, split inside the logged model, read by a Transformer
+    "subword": ["dataset.max_train=200", "dataset.max_test=100", "preprocess=subword", "preprocess.max_length=60",
+                "preprocess.vocab_size=300", *tiny_model("transformer"), "trainer.schedule=warmup_cosine"],
     "hierarchical": ["dataset=dailydialog", *tiny_model("hier_conv"), *THREAD_DATA, "preprocess.max_units=6",
                      "preprocess.max_unit_length=12", "preprocess.speaker_tokens=true"],
     "metadata": ["dataset=persuasion", *tiny_model("fasttext_bigram"), "model.metadata=true", *THREAD_DATA,
@@ -86,7 +90,14 @@ def logged(real_data_dir, tmp_path_factory):
             inputs = inputs.join(pd.DataFrame(data.test.metadata.astype(np.float64), columns=data.metadata_names))
         models[name] = SimpleNamespace(cfg=cfg, run=run, data=data, inputs=inputs,
                                        uri=f"runs:/{run.info.run_id}/model")
-    return SimpleNamespace(uri=uri, client=client, workdir=workdir, models=models)
+    # (e) the mean of the two IMDB models (each its own preprocessing), evaluated and logged by `seqlab ensemble`
+    members = [models["flat"].uri, models["subword"].uri]
+    assert ensemble_main([*members, "--tracking-uri", uri, "--experiment", "serving-ensemble",
+                          "--data-dir", str(real_data_dir)]) == 0
+    [run] = client.search_runs([client.get_experiment_by_name("serving-ensemble").experiment_id])
+    ensemble = SimpleNamespace(run=run, members=members, uri=f"runs:/{run.info.run_id}/model", data=models["flat"].data,
+                               inputs=models["flat"].inputs)
+    return SimpleNamespace(uri=uri, client=client, workdir=workdir, models=models, ensemble=ensemble)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +109,7 @@ def fresh_predictions(logged, server):
     threads = pd.DataFrame({"messages": [json.dumps(m) if i % 2 else m for i, m in enumerate(messages)]})
     inputs = {name: (model.uri, model.inputs) for name, model in logged.models.items()}
     inputs["threads"] = (hierarchical.uri, threads)
+    inputs["ensemble"] = (logged.ensemble.uri, logged.ensemble.inputs)
     jobs, targets = [], {}
     for name, (model_uri, frame) in inputs.items():
         source, targets[name] = logged.workdir / f"{name}.in.pkl", logged.workdir / f"{name}.out.pkl"
@@ -242,6 +254,40 @@ def test_a_fresh_process_loads_the_logged_model_and_reproduces_the_test_accuracy
     assert np.allclose(predictions["probability"], probabilities.max(axis=1))
     accuracy = np.mean(predictions["label"].to_numpy() == np.asarray(class_names)[model.data.test.labels])
     assert accuracy == pytest.approx(model.run.data.metrics["accuracy/test"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_an_ensemble_averages_its_members_probabilities_and_records_them_as_its_inputs(logged, fresh_predictions):
+    ensemble, predictions = logged.ensemble, fresh_predictions["ensemble"]
+    columns = ["probability_neg", "probability_pos"]
+    members = [fresh_predictions["flat"][columns].to_numpy(), fresh_predictions["subword"][columns].to_numpy()]
+    assert np.allclose(predictions[columns].to_numpy(), np.mean(members, axis=0), atol=1e-6)
+    # evaluated on the members' test split: its accuracy is that of its fresh-process predictions
+    labels = np.asarray(ensemble.data.class_names)[ensemble.data.test.labels]
+    assert ensemble.run.data.metrics["accuracy/test"] == pytest.approx(np.mean(predictions["label"] == labels))
+    best = max(logged.models[name].run.data.metrics["accuracy/test"] for name in ("flat", "subword"))
+    assert ensemble.run.data.metrics["accuracy/test_best_member"] == pytest.approx(best)
+    params, tags = ensemble.run.data.params, ensemble.run.data.tags
+    assert params["model.name"] == "ensemble" and params["ensemble.size"] == "2"
+    assert params["ensemble.members"] == ",".join(ensemble.members) and params["dataset.max_train"] == "200"
+    member_runs = [logged.models[name].run.info.run_id for name in ("flat", "subword")]
+    assert tags["ensemble.member_runs"] == ",".join(member_runs)
+    inputs = {i.model_id for i in logged.client.get_run(ensemble.run.info.run_id).inputs.model_inputs}
+    assert inputs == {mlflow.models.get_model_info(uri).model_id for uri in ensemble.members}  # lineage in the UI
+    assert ensemble.run.info.status == "FINISHED" and "accuracy/test" in tags["mlflow.note.content"]
+
+
+def test_an_ensemble_refuses_members_trained_on_other_data():
+    from seqlab.ensemble import check_members
+
+    def member(uri, max_train):
+        return SimpleNamespace(uri=uri, dataset={"name": "imdb", "max_train": max_train},
+                               classifier=serving.TextClassifier(["neg", "pos"]))
+
+    with pytest.raises(SeqlabError, match=r"runs:/b/model .*dataset\.max_train differ"):
+        check_members([member("runs:/a/model", 200), member("runs:/b/model", 300)])
+    with pytest.raises(SeqlabError, match="at least two members"):
+        check_members([member("runs:/a/model", 200)])
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from seqlab.models import build_model
 from seqlab.models.layers import MessageEncoder
 from seqlab.predict import load, predict_texts, read_examples, read_inputs, read_metadata
 from seqlab.preprocess import HierarchicalPreprocessor, InputSpec, MetadataPreprocessor
-from tests.conftest import REAL_DATA, compose_config, tiny_model
+from tests.conftest import HIERARCHICAL_MODELS, REAL_DATA, compose_config, tiny_model
 
 THREADS = REAL_DATA / "threads"
 
@@ -111,8 +111,8 @@ def test_logged_preprocessing_round_trips(tmp_path):
 
 def hier_model(name, max_units, seed=3):
     keras.utils.set_random_seed(seed)
-    cfg = OmegaConf.create(dict(name=name, embedding_dim=8, message_units=5, units=6, filters=7, kernel_size=3,
-                                dropout=0.0, recurrent_dropout=0.0, metadata=False))
+    sizes = dict(embedding_dim=8, message_units=5, units=6, filters=7, kernel_size=3, heads=2, ff_dim=8)
+    cfg = compose_config([*tiny_model(name, sizes), "model.dropout=0.0"]).model
     spec = InputSpec(vocab_size=40, sequence_shape=(max_units, 6), num_classes=3, mask_zero=True)
     return build_model(cfg, spec)
 
@@ -127,7 +127,7 @@ def threads_batch(rng, max_units):
     return batch
 
 
-@pytest.mark.parametrize("name", ["hier_lstm", "hier_conv"])
+@pytest.mark.parametrize("name", HIERARCHICAL_MODELS)
 def test_empty_message_slots_never_change_a_prediction(name):
     rng = np.random.default_rng(0)
     short = hier_model(name, max_units=4)

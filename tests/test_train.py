@@ -46,6 +46,7 @@ def test_run_finished_with_flattened_params_and_tags(trained):
     assert run.info.status == "FINISHED"
     resolved = pipeline.resolve_bucketing(trained.cfg)  # what ran: trainer.bucketing null -> True, post padding
     resolved.trainer.deterministic = True  # null -> on, on CPU
+    resolved.trainer.weight_decay = 0.0  # null -> the optimizer's default (Adam: none)
     resolved.trainer.intra_op_threads = tf.config.threading.get_intra_op_parallelism_threads()  # what was in force
     expected = {k: str(v) for k, v in to_flat_dict(resolved).items() if v is not None and not is_location_key(k)}
     assert {k: v for k, v in run.data.params.items() if not k.startswith("derived.")} == expected  # nothing else

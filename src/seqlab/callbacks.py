@@ -25,6 +25,7 @@ from seqlab.metrics import keras_name
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "model_summary.txt"
+LEARNING_RATE = "optimizer/learning_rate"  # after each epoch: what trainer.schedule has made of trainer.learning_rate
 
 
 @contextlib.contextmanager
@@ -85,8 +86,9 @@ class EpochLogger(keras.callbacks.Callback):
         tracking.raise_if_interrupted()  # before this epoch's metrics: an interrupted epoch is not logged
         # validation first: the UI's compare page plots a run's first-logged metric by default
         keys = sorted(logs or {}, key=lambda key: not key.startswith("val_"))
-        values = {keras_name(key): float(logs[key]) for key in keys}
+        values = {keras_name(key): float(logs[key]) for key in keys if key != "learning_rate"}
         values[keras_name("epoch_seconds")] = time.perf_counter() - self.epoch_started
+        values[LEARNING_RATE] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))  # at the next step
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, epoch) for key, value in values.items()]
         number = epoch + 1  # as Keras prints it: "Epoch 3/5"

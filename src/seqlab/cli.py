@@ -1,4 +1,4 @@
-"""The `seqlab` command: `train` (Hydra), `predict` and `compare`.
+"""The `seqlab` command: `train` and `pretrain` (Hydra), `predict`, `compare` and `ensemble`.
 
 User errors (bad config, bad data) end with one paragraph on stderr and a non-zero exit code, never a
 traceback; set SEQLAB_DEBUG=1 to see the traceback anyway.
@@ -22,6 +22,7 @@ commands:
   pretrain [OVERRIDES]      word vectors or a language model from unlabeled text (pretrain=word2vec|lm)
   predict MODEL_URI ...     predict labels for raw text with a logged model (seqlab predict --help)
   compare [OPTIONS]         table of runs read back from MLflow (seqlab compare --help)
+  ensemble RUN_OR_MODEL...  average logged models' probabilities, evaluate and record it (seqlab ensemble --help)
 
 Every command reads the MLflow store from MLFLOW_TRACKING_URI (default sqlite:///mlflow.db); name another with
 tracking.uri=... (train) or --tracking-uri (predict, compare). Status goes to stderr, results to stdout.
@@ -208,6 +209,10 @@ def run_command(argv: list[str]) -> int:
             from seqlab.compare import main as compare_main
 
             return compare_main(rest)
+        if command == "ensemble":
+            from seqlab.ensemble import main as ensemble_main
+
+            return ensemble_main(rest)
     except KeyboardInterrupt as error:  # also SIGTERM during a run (seqlab.errors.Terminated)
         return report_interrupt(error)
     except (SystemExit, BrokenPipeError):

@@ -45,6 +45,7 @@ class PreprocessConfig:
     padding: str = "pre"  # pre | post (post turns masking on)
     truncating: str = "pre"  # pre | post
     speaker_tokens: bool = False  # each message starts with its speaker as a word (threads)
+    tokenizer: str = "words"  # words | wordpiece (subwords learned from the training texts: seqlab.wordpiece)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class UnitsConfig(PreprocessConfig):
 
 
 # preprocess.name -> its config (seqlab.preprocess.PREPROCESSORS has the code; it imports Keras)
-PREPROCESSINGS = {"words": WordsConfig, "hierarchical": UnitsConfig}
+PREPROCESSINGS = {"words": WordsConfig, "subword": WordsConfig, "hierarchical": UnitsConfig}
 
 
 @dataclass
@@ -75,7 +76,11 @@ class TrainerConfig:
     epochs: int = 3
     batch_size: int = 64
     optimizer: str = "adam"
-    learning_rate: float = 0.001
+    learning_rate: float = 0.001  # the peak with a schedule
+    schedule: str = "constant"  # constant | warmup_cosine | one_cycle (seqlab.optimizers.learning_rate_schedule)
+    warmup: float = 0.1  # the share of all steps spent rising to learning_rate (warmup_cosine, one_cycle)
+    weight_decay: Optional[float] = None  # decoupled (AdamW-style) for any optimizer; null: the optimizer's default
+    label_smoothing: float = 0.0  # targets move this far towards uniform (loss only; accuracy is unchanged)
     clipnorm: Optional[float] = None
     early_stopping: Optional[int] = None  # patience in epochs on trainer.monitor; null = off
     monitor: str = "loss/val"  # what early stopping watches and restores the best epoch of: loss/val | accuracy/val
@@ -190,6 +195,7 @@ def _in_range(key: str, value: Any, low: float, high: float | None = None, *, hi
 
 
 OPTIMIZERS = ["adam", "lazy_adam", "adamw", "rmsprop", "sgd", "nadam", "adagrad"]
+SCHEDULES = ["constant", "warmup_cosine", "one_cycle"]
 # seqlab.metrics names; the names of seqlab 0.1 (test_accuracy, val_loss) are accepted too
 METRICS = ["accuracy/test", "f1_macro/test", "loss/test", "accuracy/val", "loss/val"]
 MONITORS = ["loss/val", "accuracy/val"]  # what early stopping can watch (the metrics every model logs)
@@ -200,10 +206,11 @@ RATES = ("dropout", "recurrent_dropout", "embedding_dropout")  # [0, 1)
 SPLITS = ("validation_split", "test_split")  # (0, 1)
 AT_LEAST_ONE = ("max_train", "max_test", "num_words", "maxlen", "vocab_size", "max_length", "max_units",
                 "max_unit_length", "embedding_dim", "units", "layers", "filters", "kernel_size", "pool_size",
-                "attention_units", "message_units")
+                "attention_units", "message_units", "heads", "ff_dim", "max_positions")
 AT_LEAST_ZERO = ("skip_top", "index_from", "ngram_buckets")
 CHOICES = {"on_bad_lines": ["error", "skip"], "validation_source": ["auto", "official", "holdout"],
-           "padding": ["pre", "post"], "truncating": ["pre", "post"], "keep": ["first", "last"]}
+           "padding": ["pre", "post"], "truncating": ["pre", "post"], "keep": ["first", "last"],
+           "pooling": ["mean", "cls"], "tokenizer": ["words", "wordpiece"]}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -232,6 +239,10 @@ def validate(cfg: DictConfig) -> None:
     _in_range("trainer.batch_size", t.batch_size, 1)
     _in_range("trainer.learning_rate", t.learning_rate, 0, low_open=True)
     _in_range("trainer.clipnorm", t.clipnorm, 0, low_open=True)
+    _allowed("trainer.schedule", t.schedule, SCHEDULES)
+    _in_range("trainer.warmup", t.warmup, 0, 1, high_open=True)
+    _in_range("trainer.weight_decay", t.weight_decay, 0)
+    _in_range("trainer.label_smoothing", t.label_smoothing, 0, 1, high_open=True)
     _in_range("trainer.early_stopping", t.early_stopping, 0)
     _in_range("trainer.intra_op_threads", t.intra_op_threads, 0)
     _in_range("trainer.cv_folds", t.cv_folds, 2)

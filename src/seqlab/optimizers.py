@@ -1,4 +1,6 @@
-"""`trainer.optimizer=lazy_adam`: Adam whose sparse gradients update only the rows they touch.
+"""The optimisation side of a run: `trainer.optimizer=lazy_adam`, `trainer.schedule`, `trainer.label_smoothing`.
+
+`lazy_adam` is Adam whose sparse gradients update only the rows they touch.
 
 Keras 3's Adam turns an embedding's sparse gradient (`tf.IndexedSlices`) into a dense update of the whole
 table and both its moment tables. For fasttext_bigram's 1M-row bigram table that is about 0.2 GB of
@@ -11,6 +13,7 @@ where the row is absent, the usual trade for sparse embeddings.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -59,3 +62,77 @@ def scale_learning_rate(optimizer: keras.optimizers.Optimizer, variables: list, 
 
     optimizer.update_step = scaled_update_step
     return scale
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """`trainer.schedule=one_cycle` (Smith's 1cycle, as fastai's fit_one_cycle): a cosine rise from
+    peak / div_factor to the peak over the first `warmup` share of the steps, then a cosine fall to
+    peak / div_factor / final_div_factor at the last step. Keras ships warmup + cosine (CosineDecay), not this."""
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.25, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, name: str = "OneCycle"):
+        self.peak, self.total_steps, self.warmup = float(peak), int(total_steps), float(warmup)
+        self.div_factor, self.final_div_factor, self.name = float(div_factor), float(final_div_factor), name
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        rise = max(1.0, round(self.warmup * self.total_steps))
+        fall = max(1.0, self.total_steps - 1 - rise)
+        start = self.peak / self.div_factor
+        end = start / self.final_div_factor
+
+        def cosine(begin, finish, fraction):  # begin at fraction 0, finish at 1, along half a cosine
+            fraction = tf.clip_by_value(fraction, 0.0, 1.0)
+            return finish + (begin - finish) * (1.0 + tf.cos(np.pi * fraction)) / 2.0
+
+        return tf.where(step < rise, cosine(start, self.peak, step / rise), cosine(self.peak, end, (step - rise) / fall))
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup,
+                "div_factor": self.div_factor, "final_div_factor": self.final_div_factor, "name": self.name}
+
+
+def learning_rate_schedule(trainer_cfg, steps_per_epoch: int):
+    """`trainer.learning_rate` as `trainer.schedule` shapes it over `trainer.epochs` x `steps_per_epoch` steps:
+    constant (a float), warmup_cosine (linear warmup to the peak, then cosine to 0: Keras' CosineDecay) or
+    one_cycle (OneCycle)."""
+    total = max(1, trainer_cfg.epochs * steps_per_epoch)
+    peak, schedule = trainer_cfg.learning_rate, trainer_cfg.schedule
+    if schedule == "constant":
+        return peak
+    if schedule == "warmup_cosine":
+        warmup = int(round(trainer_cfg.warmup * total))
+        return keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warmup), alpha=0.0, warmup_target=peak,
+                                                      warmup_steps=warmup)
+    if schedule == "one_cycle":
+        return OneCycle(peak, total, warmup=trainer_cfg.warmup)
+    raise ValueError(f"unknown trainer.schedule {schedule!r}")  # config.validate names the choices first
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Sparse categorical cross-entropy against targets smoothed towards uniform: (1 - s) on the label plus s / k on
+    every class. Keras' SparseCategoricalCrossentropy has no label_smoothing (its dense sibling needs one-hot labels)."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = tf.shape(y_pred)[-1]
+        labels = tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), classes, dtype=y_pred.dtype)
+        targets = labels * (1.0 - self.label_smoothing) + self.label_smoothing / tf.cast(classes, y_pred.dtype)
+        return keras.losses.categorical_crossentropy(targets, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_loss(num_classes: int, label_smoothing: float = 0.0):
+    """Binary or sparse categorical cross-entropy on probabilities, with `trainer.label_smoothing`."""
+    if not label_smoothing:
+        return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+    if num_classes == 2:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    return SmoothedSparseCrossentropy(label_smoothing)

@@ -75,6 +75,11 @@ class InputSpec:
     num_classes: int
     mask_zero: bool  # post padding: padding positions must be masked
     metadata_dim: int = 0
+    max_length: int | None = None  # the longest sequence (null: sequence_shape's, which buckets leave open)
+
+    def __post_init__(self):
+        if self.max_length is None:
+            self.max_length = self.sequence_shape[0] if len(self.sequence_shape) == 1 else self.sequence_shape[1]
 
     @property
     def hierarchical(self) -> bool:
@@ -86,8 +91,7 @@ class WordPreprocessor:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.vectorizer = keras.layers.TextVectorization(
-            max_tokens=cfg.vocab_size, standardize=standardize_text, output_mode="int", name="vectorize")
+        self.vectorizer = make_vectorizer(cfg.vocab_size, cfg.get("tokenizer", "words"))
         self.padding = SequencePadding(cfg.max_length, cfg.padding, cfg.truncating, name="pad")
 
     @property
@@ -100,7 +104,7 @@ class WordPreprocessor:
 
     def fit(self, texts: list[str]) -> "WordPreprocessor":
         """Learn the vocabulary from the training texts (never validation or test)."""
-        self.vectorizer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(2048))
+        fit_vectorizer(self.vectorizer, tf.data.Dataset.from_tensor_slices(texts).batch(2048), self.cfg.vocab_size)
         return self
 
     @property
@@ -119,6 +123,27 @@ class WordPreprocessor:
         if not parts:
             return np.zeros((0, *self.sequence_shape), np.int32)
         return np.concatenate(parts).astype(np.int32)
+
+
+def make_vectorizer(vocab_size: int, tokenizer: str = "words"):
+    """Strings -> post-padded ids: whole words (TextVectorization) or WordPiece subwords (seqlab.wordpiece)."""
+    if tokenizer == "wordpiece":
+        from seqlab.wordpiece import WordPieces
+
+        return WordPieces(name="wordpieces")
+    return keras.layers.TextVectorization(max_tokens=vocab_size, standardize=standardize_text, output_mode="int",
+                                          name="vectorize")
+
+
+def fit_vectorizer(vectorizer, texts: tf.data.Dataset, vocab_size: int) -> None:
+    """The vocabulary from `texts` (batches of training strings only)."""
+    if not isinstance(vectorizer, keras.layers.TextVectorization):
+        from seqlab.wordpiece import learn_vocabulary
+
+        standardized = (text.decode("utf-8") for batch in texts.map(standardize_text) for text in batch.numpy())
+        vectorizer.set_vocabulary(learn_vocabulary(standardized, vocab_size, [SEPARATOR_TOKEN]))
+        return
+    vectorizer.adapt(texts)
 
 
 def split_units(strings):
@@ -143,12 +168,11 @@ class UnitVectorization(keras.layers.Layer):
     """
 
     def __init__(self, max_tokens, max_units, max_unit_length, keep="first", padding="post", truncating="post",
-                 **kwargs):
+                 tokenizer="words", **kwargs):
         super().__init__(**kwargs)
         self.max_tokens, self.max_units, self.max_unit_length = int(max_tokens), int(max_units), int(max_unit_length)
-        self.keep, self.padding_side, self.truncating = keep, padding, truncating
-        self.vectorizer = keras.layers.TextVectorization(max_tokens=self.max_tokens, standardize=standardize_text,
-                                                         output_mode="int", name="vectorize")
+        self.keep, self.padding_side, self.truncating, self.tokenizer = keep, padding, truncating, tokenizer
+        self.vectorizer = make_vectorizer(self.max_tokens, tokenizer)
         self.padding = SequencePadding(self.max_unit_length, padding, truncating, name="pad")
 
     def build(self, input_shape=None):
@@ -168,7 +192,7 @@ class UnitVectorization(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "max_tokens": self.max_tokens, "max_units": self.max_units,
                 "max_unit_length": self.max_unit_length, "keep": self.keep, "padding": self.padding_side,
-                "truncating": self.truncating}
+                "truncating": self.truncating, "tokenizer": self.tokenizer}
 
 
 class HierarchicalPreprocessor(WordPreprocessor):
@@ -178,7 +202,7 @@ class HierarchicalPreprocessor(WordPreprocessor):
     def __init__(self, cfg):
         self.cfg = cfg
         self.units = UnitVectorization(cfg.vocab_size, cfg.max_units, cfg.max_unit_length, cfg.keep, cfg.padding,
-                                       cfg.truncating, name="units")
+                                       cfg.truncating, cfg.get("tokenizer", "words"), name="units")
         self.vectorizer = self.units.vectorizer
 
     @property
@@ -191,7 +215,7 @@ class HierarchicalPreprocessor(WordPreprocessor):
 
     def fit(self, texts: list[str]) -> "HierarchicalPreprocessor":
         units = tf.data.Dataset.from_tensor_slices(texts).batch(2048).map(lambda t: split_units(t).flat_values)
-        self.vectorizer.adapt(units)
+        fit_vectorizer(self.vectorizer, units, self.cfg.vocab_size)
         return self
 
     def apply(self, strings):
@@ -247,8 +271,11 @@ class MetadataPreprocessor:
         return np.asarray(self.apply(np.asarray(metadata, np.float32)), np.float32)
 
 
-PREPROCESSORS = {"words": WordPreprocessor, "hierarchical": HierarchicalPreprocessor}
+PREPROCESSORS = {"words": WordPreprocessor, "subword": WordPreprocessor, "hierarchical": HierarchicalPreprocessor}
 
 
 def make_preprocessor(cfg):
     return PREPROCESSORS[cfg.name](cfg)
+
+
+from seqlab import wordpiece  # noqa: E402,F401  registers WordPieces, which a saved subword model names

@@ -348,7 +348,8 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
     """
     with interrupts_raised():
         nested = mlflow.active_run() is not None
-        if resume_run_id:
+        if resume_run_id:  # the run's own experiment made active: start_run refuses another one left active
+            mlflow.set_experiment(experiment_id=experiment_id)
             run = mlflow.start_run(run_id=resume_run_id, nested=nested, log_system_metrics=False)
         else:  # always named here: MLflow would draw a name from the seeded generator (the same one every run)
             job = current_job()

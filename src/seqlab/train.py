@@ -29,8 +29,8 @@ from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
 from seqlab.metrics import canonical, higher_is_better, keras_name, to_keras
 from seqlab.evaluate import close_figures, learning_curves_figure, test_metrics
-from seqlab.models import build_model, loss_for
-from seqlab.optimizers import OPTIMIZERS, scale_learning_rate
+from seqlab.models import build_model
+from seqlab.optimizers import OPTIMIZERS, learning_rate_schedule, make_loss, scale_learning_rate
 from seqlab.pipeline import make_dataset  # noqa: F401 (its home was here)
 from seqlab.preprocess import InputSpec, MetadataPreprocessor
 from seqlab.significance import PREDICTIONS_ARTIFACT, log_predictions
@@ -98,10 +98,12 @@ def set_intra_op_threads(trainer_cfg, model_name: str, device: str) -> None:
     trainer_cfg.intra_op_threads = int(wanted)
 
 
-def make_optimizer(trainer_cfg) -> keras.optimizers.Optimizer:
-    options = {"learning_rate": trainer_cfg.learning_rate}
+def make_optimizer(trainer_cfg, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    options = {"learning_rate": learning_rate_schedule(trainer_cfg, steps_per_epoch)}
     if trainer_cfg.clipnorm is not None:
         options["clipnorm"] = trainer_cfg.clipnorm
+    if trainer_cfg.weight_decay is not None:  # Keras 3 decays decoupled (AdamW's way) in every optimizer
+        options["weight_decay"] = trainer_cfg.weight_decay
     if trainer_cfg.optimizer in OPTIMIZERS:  # seqlab's own (lazy_adam)
         return OPTIMIZERS[trainer_cfg.optimizer](**options)
     return keras.optimizers.get({"class_name": trainer_cfg.optimizer, "config": options})
@@ -172,6 +174,7 @@ def train_run(cfg: DictConfig) -> Outcome:
     # the logged params say what ran, not "null"
     cfg.trainer.deterministic = bool(cfg.trainer.deterministic if cfg.trainer.deterministic is not None
                                      else device == "cpu")
+    cfg.trainer.weight_decay = float(make_optimizer(cfg.trainer).weight_decay or 0.0)  # null: adamw's 0.004, else 0
     cfg.tracking.experiment = tracking.experiment_name(cfg)
     started = time.perf_counter()
     tracking.check_reachable(cfg.tracking.uri)  # a server that does not answer: before any data is read or downloaded
@@ -207,7 +210,7 @@ def train_run(cfg: DictConfig) -> Outcome:
     spec = InputSpec(vocab_size=cfg.preprocess.vocab_size,
                      sequence_shape=(None,) if boundaries else preprocessor.sequence_shape,
                      num_classes=data.num_classes, mask_zero=preprocessor.mask_zero,
-                     metadata_dim=metadata.dim if metadata else 0)
+                     metadata_dim=metadata.dim if metadata else 0, max_length=preprocessor.sequence_shape[-1])
     tags = {"device": device, "data_fingerprint": data_fingerprint(x_train, data.train.labels, x_val,
                                                                    data.validation.labels, x_test, data.test.labels)}
     if resumed and resumed.data.tags.get("data_fingerprint") != tags["data_fingerprint"]:
@@ -227,12 +230,14 @@ def train_run(cfg: DictConfig) -> Outcome:
         scheduled = initialise_pretrained(model, cfg, preprocessor, pretrained) if pretrained else []
         mlflow.log_params(derived_params(model, preprocessor, boundaries))
         mlflow.set_tag("lstm_kernel", pipeline.recurrent_kernels(model, device))  # cudnn | generic | cpu
-        optimizer, callbacks = make_optimizer(cfg.trainer), []
+        steps_per_epoch = -(-len(data.train) // cfg.trainer.batch_size)  # as pipeline.make_dataset batches
+        optimizer, callbacks = make_optimizer(cfg.trainer, steps_per_epoch), []
         if scheduled:  # the pretrained layers' own learning rate: frozen epochs, then a multiplier
             scale = scale_learning_rate(optimizer, scheduled, cfg.model.pretrained_lr_multiplier)
             callbacks = [PretrainedSchedule(scale, cfg.model.pretrained_frozen_epochs,
                                             cfg.model.pretrained_lr_multiplier)]
-        model.compile(optimizer=optimizer, loss=loss_for(data.num_classes), metrics=["accuracy"],
+        model.compile(optimizer=optimizer, loss=make_loss(data.num_classes, cfg.trainer.label_smoothing),
+                      metrics=["accuracy"],
                       jit_compile=cfg.trainer.jit_compile)
         pruning = search_pruning(cfg)  # a search's trial: report each epoch, stop where the pruner says
         history, kept = fit(model, cfg, data, x_train, x_val, run.info.run_id, resume=resumed is not None,
@@ -399,10 +404,6 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
     takes a DataFrame of raw strings (and, with metadata, raw numbers: the imputation and scaling fitted on train
     are layers of the model too). MLflow links the run's metrics at `step` (the epoch whose weights the model
     holds) to the logged model. Returns its ModelInfo (model_id, model_uri), e.g. to register it."""
-    import pandas as pd
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
-
     from seqlab import serving
 
     text = keras.Input(shape=(), dtype="string", name="text")
@@ -415,6 +416,17 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
     end_to_end = keras.Model(inputs, model(network_inputs), name=f"{model.name}_on_text")
     classifier = serving.TextClassifier(data.class_names, metadata.names if metadata else [],
                                         getattr(preprocessor.cfg, "speaker_tokens", False))
+    return log_end_to_end(end_to_end, classifier, data, step, model_name or model.name)
+
+
+def log_end_to_end(end_to_end: keras.Model, classifier, data, step: int, model_name: str):
+    """Log `end_to_end` (raw strings, and metadata numbers, in; probabilities out) as the run's pyfunc model."""
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    from seqlab import serving
+
     columns = classifier.metadata_columns
     example = pd.DataFrame({serving.TEXT_COLUMN: list(data.test.texts[:2])})
     if columns:
@@ -429,7 +441,7 @@ def log_model(model: keras.Model, preprocessor, data, metadata: MetadataPreproce
         params=ParamSchema([ParamSpec("batch_size", "long", serving.DEFAULT_BATCH_SIZE)]))
     requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}", f"mlflow=={mlflow.__version__}"]
     # the description MLflow's UI shows on the logged model's page is this tag (Markdown)
-    tags = {"mlflow.note.content": serving.description(model_name or model.name, data.name, classifier)}
+    tags = {"mlflow.note.content": serving.description(model_name, data.name, classifier)}
     with tempfile.TemporaryDirectory(prefix="seqlab-model-") as scratch, \
             named_failure("record the model (artifact 'model') in the MLflow run"):
         # MLflow's custom-flavor path: the folder (model.keras and classifier.json) is copied into the model and

@@ -81,3 +81,4 @@ def loss_for(num_classes: int) -> str:
 from seqlab.models import recurrent  # noqa: E402,F401
 from seqlab.models import attention, convolutional, fasttext  # noqa: E402,F401
 from seqlab.models import hierarchical  # noqa: E402,F401
+from seqlab.models import transformer  # noqa: E402,F401

@@ -63,15 +63,44 @@ def embed(tokens, cfg, spec, mask_zero: bool | None = None):
 def recurrent_stack(x, cfg, cell=layers.LSTM, prefix: str = "lstm", mask=None):
     """`model.layers` recurrent layers; all but the last return the whole sequence for the next one.
 
-    `mask` is given where the Keras mask was lost on the way (later layers inherit it from the first).
+    `mask` is given where the Keras mask was lost on the way (later layers inherit it from the first). With
+    `model.residual`, layers after the first add their input to their output (the same width: model.units).
     """
+    residual = bool(cfg.get("residual", False))
     for index in range(cfg.layers):
         last = index == cfg.layers - 1
         name = prefix if cfg.layers == 1 else f"{prefix}_{index + 1}"
         recurrent = cell(cfg.units, dropout=cfg.dropout, recurrent_dropout=cfg.recurrent_dropout,
                          return_sequences=not last, name=name)
-        x = recurrent(x, mask=mask) if index == 0 and mask is not None else recurrent(x)
+        output = recurrent(x, mask=mask) if index == 0 and mask is not None else recurrent(x)
+        if residual and index > 0:
+            skip = LastStep(name=f"{name}_input_last")(x) if last else x
+            output = layers.Add(name=f"{name}_residual")([output, skip])
+        x = output
     return x
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class LastStep(layers.Layer):
+    """The last unmasked step of a sequence (the last word's vector whichever end the padding is on): what a
+    recurrent layer without return_sequences reads last, for its residual connection."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return inputs[:, -1]
+        positions = ops.arange(ops.shape(inputs)[1])[None, :]
+        last = ops.max(ops.where(mask, positions, ops.zeros_like(positions)), axis=1)
+        return ops.take_along_axis(inputs, last[:, None, None], axis=1)[:, 0]
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
 
 
 @keras.saving.register_keras_serializable(package="seqlab")
@@ -169,3 +198,93 @@ def slot_mask(tokens) -> keras.KerasTensor:
     present = ops.any(ops.not_equal(tokens, 0), axis=-1)
     first = ops.expand_dims(ops.arange(ops.shape(tokens)[1]) == 0, axis=0)
     return ops.logical_or(present, first)
+
+
+# --- Transformer encoders (seqlab.models.transformer) ---------------------------------------------------
+# Written here because keras-hub's TransformerEncoder needs tensorflow-text, which cannot sit next to tensorflow-cpu.
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class PositionEmbedding(layers.Layer):
+    """Adds a learned vector per position, counting positions from the first unmasked one: the same words get
+    the same positions whether padding is before them, after them or absent (positions past the last word and
+    padding take the last learned position, never read by masked attention)."""
+
+    def __init__(self, max_positions, **kwargs):
+        super().__init__(**kwargs)
+        self.max_positions = int(max_positions)
+
+    def build(self, input_shape):
+        self.positions = self.add_weight(shape=(self.max_positions, input_shape[-1]), name="positions",
+                                         initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, inputs, present):
+        index = ops.cumsum(ops.cast(present, "int32"), axis=1) - 1
+        index = ops.clip(index, 0, self.max_positions - 1)
+        return inputs + ops.cast(ops.take(self.positions, index, axis=0), inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_positions": self.max_positions}
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class ClassToken(layers.Layer):
+    """Prepends one learned vector ([CLS]) to every sequence and a True to its mask; pooling then reads it."""
+
+    def build(self, input_shape):
+        self.token = self.add_weight(shape=(input_shape[-1],), name="token",
+                                     initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, inputs, present):
+        batch = ops.shape(inputs)[0]
+        token = ops.broadcast_to(ops.cast(self.token, inputs.dtype), (batch, 1, ops.shape(inputs)[-1]))
+        return (ops.concatenate([token, inputs], axis=1),
+                ops.concatenate([ops.ones((batch, 1), "bool"), ops.cast(present, "bool")], axis=1))
+
+    def compute_output_shape(self, inputs_shape, present_shape):
+        length = None if inputs_shape[1] is None else inputs_shape[1] + 1
+        return (inputs_shape[0], length, inputs_shape[2]), (inputs_shape[0], length)
+
+
+@keras.saving.register_keras_serializable(package="seqlab")
+class EncoderBlock(layers.Layer):
+    """Pre-norm Transformer encoder block: x + Attention(LayerNorm(x)), then x + FeedForward(LayerNorm(x)).
+
+    Attention reads the unmasked keys only; a padded query position attends to the words too (no empty
+    softmax), and nothing downstream reads it.
+    """
+
+    def __init__(self, heads, ff_dim, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.heads, self.ff_dim, self.dropout = int(heads), int(ff_dim), float(dropout)
+
+    def build(self, input_shape):
+        width = input_shape[-1]
+        self.attention_norm = layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
+        self.attention = layers.MultiHeadAttention(self.heads, width // self.heads, dropout=self.dropout,
+                                                   name="attention")
+        self.feed_forward_norm = layers.LayerNormalization(epsilon=1e-6, name="feed_forward_norm")
+        self.feed_forward = layers.Dense(self.ff_dim, activation="gelu", name="feed_forward")
+        self.feed_forward_out = layers.Dense(width, name="feed_forward_out")
+        self.residual_dropout = layers.Dropout(self.dropout)
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.feed_forward_norm.build(input_shape)
+        self.feed_forward.build(input_shape)
+        self.feed_forward_out.build((*input_shape[:-1], self.ff_dim))
+
+    def call(self, inputs, present, training=None):
+        keys = ops.expand_dims(ops.cast(present, "bool"), axis=1)  # (batch, 1, keys): every query, the same keys
+        h = self.attention_norm(inputs)
+        h = self.attention(h, h, attention_mask=keys, training=training)
+        x = inputs + self.residual_dropout(h, training=training)
+        h = self.feed_forward_out(self.feed_forward(self.feed_forward_norm(x)))
+        return x + self.residual_dropout(h, training=training)
+
+    def compute_output_shape(self, inputs_shape, present_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads, "ff_dim": self.ff_dim, "dropout": self.dropout}

@@ -24,16 +24,24 @@ class RecurrentConfig(ModelConfig):
 
 
 @dataclass
+class StackConfig(RecurrentConfig):
+    # From the second layer on, each layer's input is added to its output (residual connections, as in GNMT):
+    # deeper stacks train like shallow ones; the last layer adds its input's last word (layers.LastStep).
+    residual: bool = False
+
+
+@dataclass
 class NoEmbeddingConfig(ModelConfig):
     units: int = 100
     layers: int = 1
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
+    residual: bool = False
 
 
-@register("lstm", RecurrentConfig, bucketed=True)
-@register("lstm_recurrent_dropout", RecurrentConfig)
-@register("stacked_lstm", RecurrentConfig)
+@register("lstm", StackConfig, bucketed=True)
+@register("lstm_recurrent_dropout", StackConfig)
+@register("stacked_lstm", StackConfig)
 def build_lstm(cfg, spec):
     """The tutorial model: Embedding(5000, 32) -> LSTM(100) -> Dense(1, sigmoid).
 
@@ -47,7 +55,7 @@ def build_lstm(cfg, spec):
     return keras.Model(tokens, classifier_head(x, spec.num_classes), name=cfg.name)
 
 
-@register("gru", RecurrentConfig)
+@register("gru", StackConfig)
 def build_gru(cfg, spec):
     from seqlab.models.layers import classifier_head, embed, keras, layers, recurrent_stack, token_input
 
