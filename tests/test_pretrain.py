@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -218,6 +219,8 @@ def test_a_word_only_in_the_test_split_enters_no_pretraining(kind, tiny_dataset,
              "pretrain.sampled_classes=8"] if kind == "lm" else []
     cfg = config(tiny_dataset, tracking_uri, f"pretrain={kind}", "model.pretrained=pretrain", "pretrain.min_count=1",
                  *sizes)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("another")  # left active by an earlier run of this process: neither run may mind
     train(cfg)
     [pretraining] = runs(tracking_uri, "pretrain")
     words = vocabulary_of(tracking_uri, pretraining.info.run_id)
