@@ -98,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         seconds = np.mean([run.data.metrics.get("time/epoch_seconds", np.nan) for run in found])
         lines.append(f"| {label} | {len(found)} | **{accuracy.mean():.4f}{spread}** | "
                      f"{', '.join(f'{a:.4f}' for a in accuracy)} | {epochs:.0f} | {seconds:.0f} |")
-    for run in ensembles[:1]:
+    for run in sorted(ensembles, key=lambda run: run.info.start_time):
         metrics = run.data.metrics
-        lines.append(f"| ensemble of {', '.join(ENSEMBLE)} (seed 1 each; best member "
+        lines.append(f"| `seqlab ensemble`, {run.info.run_name.split(': ', 1)[-1]} (best member "
                      f"{metrics.get('accuracy/test_best_member', float('nan')):.4f}) | 1 | "
                      f"**{metrics['accuracy/test']:.4f}** | | | |")
     block = (f"{date.today().isoformat()}, {machine()}, `{args.tracking_uri}` (experiment `{EXPERIMENT}`); written by "

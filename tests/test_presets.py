@@ -34,7 +34,7 @@ def test_every_preset_composes_to_a_valid_config(preset):
 def test_every_benchmarked_model_has_an_imdb_preset():
     """The README's IMDB benchmark has one row per flat model, each the command `experiment=imdb_<model>`."""
     benchmarked = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "gru", "stacked_lstm",
-                   "lstm_no_embedding", "bilstm", "attention_bilstm", "fasttext_bigram"]
+                   "lstm_no_embedding", "bilstm", "attention_bilstm", "fasttext_bigram", "transformer"]
     missing = [model for model in benchmarked if f"imdb_{model}" not in PRESETS]
     assert not missing, f"no conf/experiment/imdb_<model>.yaml for {missing}"
 

@@ -150,12 +150,12 @@ def test_unreachable_server_fails_fast_before_any_work(tmp_path):
     started = time.monotonic()
     with pytest.raises(ConfigError, match="Cannot reach the MLflow tracking server"):
         train(cfg)  # a ConfigError, not the DataError of the missing data: nothing was loaded
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 60
 
     for args in (["train", f"tracking.uri={uri}"], ["train", "-m", "trainer.seed=1,2", f"tracking.uri={uri}"]):
         started = time.monotonic()
         result = seqlab(*args, cwd=tmp_path, timeout=120)
-        assert time.monotonic() - started < 30, args
+        assert time.monotonic() - started < 60, args
         assert result.returncode == 2, result.stderr
         assert f"Cannot reach the MLflow tracking server at tracking.uri='{uri}'" in result.stderr
         assert "Traceback" not in result.stderr and "Launching" not in result.stdout + result.stderr

@@ -148,7 +148,10 @@ def ensemble(args: argparse.Namespace) -> str:
     tracking.check_reachable(args.tracking_uri)
     mlflow.set_tracking_uri(args.tracking_uri)
     client = MlflowClient()
-    members = [Member(reference, client) for reference in args.members]
+    members = []
+    for reference in args.members:
+        members.append(Member(reference, client))
+        log.info(f"member {len(members)}: {members[-1].uri} ({members[-1].name})")
     check_members(members)
     network, columns = build_ensemble(members)
     first = members[0]
@@ -157,16 +160,19 @@ def ensemble(args: argparse.Namespace) -> str:
     data = load_dataset(cfg)
     classifier = TextClassifier(first.classifier.class_names, columns, first.classifier.speaker_tokens, model=network)
     metadata = data.test.metadata if columns else None
+    log.info(f"evaluating the mean of {len(members)} models on the {len(data.test)} test examples of {data.name}")
     probabilities = classifier.probabilities(list(data.test.texts), metadata, args.batch_size)
     outputs = probabilities[:, 1:] if probabilities.shape[1] == 2 else probabilities  # as the network outputs
     member_scores = {m.uri: m.run.data.metrics.get("accuracy/test", m.run.data.metrics.get("test_accuracy"))
                      for m in members}  # (the name of seqlab 0.1's runs too)
 
-    experiment = args.experiment or client.get_experiment(first.run.info.experiment_id).name
-    mlflow.set_experiment(experiment)
+    experiment_id = first.run.info.experiment_id
+    if args.experiment:  # by id from here on: set_experiment would stay active for whatever this process does next
+        found = client.get_experiment_by_name(args.experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(args.experiment)
     names = ", ".join(m.name for m in members)
     run_name = args.run_name or re.sub(r"['\"\\]", "", f"ensemble of {len(members)}: {names}")[:250]
-    with mlflow.start_run(run_name=run_name) as run:  # an exception ends it FAILED (MLflow's context manager)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:  # an exception ends it FAILED (MLflow's context manager)
         mlflow.log_params({"model.name": MODEL_NAME, "ensemble.members": ",".join(m.uri for m in members)[:6000],
                            "ensemble.size": len(members),
                            **{f"dataset.{k}": v for k, v in tracking.to_flat_dict(first.config.dataset).items()

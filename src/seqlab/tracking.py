@@ -336,7 +336,13 @@ def log_dataset(data) -> None:
             warnings.simplefilter("ignore")
             dataset = mlflow.data.from_pandas(frame, source=data.source or data.name, targets="label",
                                               name=data.name, digest=digest.hexdigest()[:16])
-        mlflow.log_input(dataset, context=context)
+        for attempt in range(3):
+            try:
+                mlflow.log_input(dataset, context=context)
+                break
+            except MlflowException as error:  # parallel jobs inserting the same new dataset row: it exists now
+                if attempt == 2 or not re.search(r"duplicate key|UNIQUE constraint", str(error), re.IGNORECASE):
+                    raise
 
 
 @contextlib.contextmanager
