@@ -275,6 +275,8 @@ def test_an_ensemble_averages_its_members_probabilities_and_records_them_as_its_
     inputs = {i.model_id for i in logged.client.get_run(ensemble.run.info.run_id).inputs.model_inputs}
     assert inputs == {mlflow.models.get_model_info(uri).model_id for uri in ensemble.members}  # lineage in the UI
     assert ensemble.run.info.status == "FINISHED" and "accuracy/test" in tags["mlflow.note.content"]
+    contexts = {d.tags[0].value for d in logged.client.get_run(ensemble.run.info.run_id).inputs.dataset_inputs}
+    assert contexts == {"train", "validation", "test"}  # the same Dataset column as its members' runs
 
 
 def test_an_ensemble_refuses_members_trained_on_other_data():

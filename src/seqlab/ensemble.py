@@ -179,6 +179,7 @@ def ensemble(args: argparse.Namespace) -> str:
                               if v is not None}})
         mlflow.set_tags({"ensemble.member_runs": ",".join(m.run.info.run_id for m in members),
                          "mlflow.note.content": description(members, member_scores)})
+        tracking.log_dataset(data)  # the UI's Dataset column, as the members' runs show it
         # the client's call: MLflow's fluent log_inputs refuses models outside Databricks, its stores take them
         client.log_inputs(run.info.run_id, models=[LoggedModelInput(m.model_id) for m in members if m.model_id])
         metrics, report, confusion = test_metrics(data.test.labels, outputs, data.class_names,
