@@ -132,7 +132,9 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 def make_loss(num_classes: int, label_smoothing: float = 0.0):
     """Binary or sparse categorical cross-entropy on probabilities, with `trainer.label_smoothing`."""
     if not label_smoothing:
-        return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+        from seqlab.models import loss_for
+
+        return loss_for(num_classes)
     if num_classes == 2:
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
     return SmoothedSparseCrossentropy(label_smoothing)

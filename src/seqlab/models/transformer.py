@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from seqlab.models import ModelConfig, register
 from seqlab.models.hierarchical import HierarchicalConfig
 
+
 @dataclass
 class EncoderConfig:
     """The keys of the Transformer blocks, shared by both models."""
@@ -44,8 +45,7 @@ def encoder(x, mask, cfg, max_positions: int):
     if x.shape[-1] % cfg.heads:
         from seqlab.errors import ConfigError
 
-        width = "model.embedding_dim" if "embedding_dim" in cfg and "message_units" not in cfg else \
-            "2 x model.message_units"
+        width = "2 x model.message_units" if "message_units" in cfg else "model.embedding_dim"
         raise ConfigError(f"Config key 'model.heads' is {cfg.heads}, which does not divide the model width "
                           f"{x.shape[-1]} ({width}); each head reads width / heads features.")
     x = PositionEmbedding(max_positions, name="positions")(x, mask)
