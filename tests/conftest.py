@@ -26,9 +26,17 @@ REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "dat
 
 
 @pytest.fixture(autouse=True)
-def no_tracking_uri_from_earlier_tests(monkeypatch):
-    """tracking.uri defaults to $MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri also sets: not across tests."""
+def no_mlflow_state_from_earlier_tests(monkeypatch):
+    """tracking.uri defaults to $MLFLOW_TRACKING_URI, which mlflow.set_tracking_uri also sets; a test's
+    mlflow.set_experiment (process-wide, and $MLFLOW_EXPERIMENT_ID) would pick the next test's experiment: not
+    across tests."""
+    from mlflow.tracking import fluent
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    yield
+    fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,6 +1,7 @@
 """A failure to record part of a run (an epoch's metrics, its checkpoint, an artifact, the restore on resume)
 stops the run: it ends FAILED with an `error` tag naming what failed, never FINISHED with a hole in its record."""
 
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -60,13 +61,20 @@ def test_failed_metric_logging_ends_the_run_failed_and_resume_completes_it(tiny_
 
     monkeypatch.undo()  # the store works again: the run continues from epoch 1's checkpoint, as the error says
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("another")  # what an earlier run of this process left active (a sweep's other job)
+    another = mlflow.set_experiment("another")  # what an earlier run of this process left active (a sweep's other job)
     train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={run.info.run_id}"))
     run = only_run(tracking_uri)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss/train")) == [0, 1]
     assert "model_summary.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert not [key for key in run.data.params if key.startswith("optimizer_")]  # trainer.* holds them once
+    assert_still_active(another)  # the resume did not change what the process has active
+
+
+def assert_still_active(experiment):
+    assert os.environ["MLFLOW_EXPERIMENT_ID"] == experiment.experiment_id
+    with mlflow.start_run() as run:
+        assert run.info.experiment_id == experiment.experiment_id
 
 
 def test_failed_checkpoint_upload_ends_the_run_failed(tiny_aclimdb, tracking_uri, monkeypatch):

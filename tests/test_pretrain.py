@@ -220,8 +220,9 @@ def test_a_word_only_in_the_test_split_enters_no_pretraining(kind, tiny_dataset,
     cfg = config(tiny_dataset, tracking_uri, f"pretrain={kind}", "model.pretrained=pretrain", "pretrain.min_count=1",
                  *sizes)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("another")  # left active by an earlier run of this process: neither run may mind
+    another = mlflow.set_experiment("another")  # left active by an earlier run of this process: neither run may mind
     train(cfg)
+    assert os.environ["MLFLOW_EXPERIMENT_ID"] == another.experiment_id  # and neither changes it
     [pretraining] = runs(tracking_uri, "pretrain")
     words = vocabulary_of(tracking_uri, pretraining.info.run_id)
     assert "great" in words and MARKER not in words

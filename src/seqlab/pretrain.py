@@ -309,8 +309,7 @@ def pretrain(cfg: DictConfig, data=None, reuse: bool = True, standalone: bool = 
              f"{tracking.run_link(cfg.tracking.uri, experiment_id, run_id)}")
     status = "FAILED"
     try:
-        mlflow.set_experiment(experiment_id=experiment_id)  # start_run refuses a run of another active experiment
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+        with tracking.join_run(run_id, nested=mlflow.active_run() is not None):
             params = {f"pretrain.{k}": v for k, v in OmegaConf.to_container(p, resolve=True).items()}
             params |= {f"corpus.{source}": count for source, count in corpus.parts.items()}
             params["corpus.test_texts_removed"] = corpus.test_texts_removed

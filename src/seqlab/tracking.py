@@ -345,6 +345,22 @@ def log_dataset(data) -> None:
                     raise
 
 
+def join_run(run_id: str, **start_run_args):
+    """mlflow.start_run(run_id=...) of an existing run, whatever experiment the process has active.
+
+    start_run refuses a run of another experiment than one left active by mlflow.set_experiment (a notebook's, an
+    earlier job's); set_experiment to the run's own would stay active after it (and in MLFLOW_EXPERIMENT_ID for child
+    processes), so the check is skipped for this call only: MLflow has no public way to unset it.
+    """
+    from mlflow.tracking import fluent
+
+    active, fluent._active_experiment_id = fluent._active_experiment_id, None
+    try:
+        return mlflow.start_run(run_id=run_id, **start_run_args)
+    finally:
+        fluent._active_experiment_id = active
+
+
 @contextlib.contextmanager
 def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resume_run_id: str | None = None):
     """An MLflow run that always ends: FINISHED, FAILED (error message as a tag) or KILLED (Ctrl-C, SIGTERM).
@@ -354,9 +370,8 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
     """
     with interrupts_raised():
         nested = mlflow.active_run() is not None
-        if resume_run_id:  # the run's own experiment made active: start_run refuses another one left active
-            mlflow.set_experiment(experiment_id=experiment_id)
-            run = mlflow.start_run(run_id=resume_run_id, nested=nested, log_system_metrics=False)
+        if resume_run_id:
+            run = join_run(resume_run_id, nested=nested, log_system_metrics=False)
         else:  # always named here: MLflow would draw a name from the seeded generator (the same one every run)
             job = current_job()
             name = cfg.tracking.run_name or unique_run_name(
