@@ -111,3 +111,54 @@ def test_cli_bad_values_exit_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "trainer.epochs" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "m.db").exists()  # nothing started in MLflow
+
+
+# Values that pass the schema's types but no run could use: each stops at validation with one line naming the key,
+# the value and what is allowed (exit 2), never later as an "unexpected" crash.
+@pytest.mark.parametrize("overrides, key, value", [
+    (["preprocess.vocab_size=2"], "preprocess.vocab_size", "2"),  # padding and [UNK] leave no word
+    (["preprocess.tokenizer=wordpiece", "preprocess.vocab_size=3"], "preprocess.vocab_size", "3"),  # + separator
+    (["trainer.seed=-1"], "trainer.seed", "-1"),
+    (["trainer.seed=4294967296"], "trainer.seed", "4294967296"),  # numpy seeds are 0..2**32-1
+    (["trainer.intra_op_threads=100000"], "trainer.intra_op_threads", "100000"),
+    (["trainer.intra_op_threads=-1"], "trainer.intra_op_threads", "-1"),
+    (["trainer.clipnorm=nan"], "trainer.clipnorm", "nan"),
+    (["trainer.learning_rate=nan"], "trainer.learning_rate", "nan"),
+    (["trainer.learning_rate=inf"], "trainer.learning_rate", "inf"),
+    (["trainer.warmup=nan"], "trainer.warmup", "nan"),
+    (["trainer.weight_decay=inf"], "trainer.weight_decay", "inf"),
+    (["trainer.label_smoothing=nan"], "trainer.label_smoothing", "nan"),
+    (["model.dropout=nan"], "model.dropout", "nan"),
+    (["model.pretrained_lr_multiplier=-inf"], "model.pretrained_lr_multiplier", "-inf"),
+    (["dataset.validation_split=nan"], "dataset.validation_split", "nan"),
+    (["dataset=custom", "dataset.test_split=inf"], "dataset.test_split", "inf"),
+    (["dataset.split_seed=-1"], "dataset.split_seed", "-1"),
+    (["pretrain=lm", "pretrain.learning_rate=nan"], "pretrain.learning_rate", "nan"),
+    (["pretrain=word2vec", "pretrain.seed=4294967296"], "pretrain.seed", "4294967296"),
+    (["preprocess.max_length=2147483648"], "preprocess.max_length", "2147483648"),  # beyond TensorFlow's int32
+    (["trainer.bucket_boundaries=[64,32]"], "trainer.bucket_boundaries", "[64, 32]"),
+    (["+foo=1"], "foo", ""),  # an unknown root key, as unknown group keys are (no value: it may be a secret)
+    (["hparams_search=optuna", "+hparams_search.stoarge=x"], "hparams_search.stoarge", ""),
+])
+def test_values_no_run_could_use_are_refused_naming_key_and_value(overrides, key, value):
+    with pytest.raises(ConfigError) as caught:
+        validate(compose_config(overrides))
+    message = str(caught.value)
+    assert f"'{key}'" in message and value in message and "\n" not in message, message
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("override", ["trainer.seed=0", "trainer.seed=4294967295", "preprocess.vocab_size=3",
+                                      "preprocess=subword preprocess.vocab_size=4",
+                                      "trainer.intra_op_threads=0", "trainer.intra_op_threads=1024",
+                                      "dataset.split_seed=4294967295", "trainer.clipnorm=1.0"])
+def test_the_edges_of_the_allowed_ranges_pass(override):
+    validate(compose_config(override.split()))
+
+
+def test_cli_refuses_a_bad_seed_and_an_unknown_root_key_before_anything_starts(tmp_path):
+    for override, key in (("trainer.seed=-1", "trainer.seed"), ("+foo=1", "foo")):
+        result = seqlab("train", override, f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f"'{key}'" in result.stderr and "unexpected" not in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "m.db").exists() and not (tmp_path / "outputs").exists()

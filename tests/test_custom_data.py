@@ -187,3 +187,113 @@ def test_metadata_needs_a_dataset_with_metadata_columns():
     with pytest.raises(ConfigError, match=r"'model.metadata' is true, but dataset 'imdb' has no metadata"):
         validate(compose_config(["model.metadata=true"]))
     validate(compose_config(["dataset=persuasion", "model.metadata=true"]))
+
+
+# --- one rule for labels and thread ids, whatever the format -------------------------------------------------
+
+SPELLINGS = ["1", "1.0", "01", "1.5", "1.50", "2", "+2", "2e0"]  # three numbers, each written several ways
+AS_JSON = [1, 1.0, "01", 1.5, "1.50", 2, "+2", 2.0]  # the same numbers as a JSON writer might give them
+
+
+def write_table(path, frame):
+    suffixes = "".join(path.suffixes)
+    if suffixes.startswith(".jsonl"):
+        with (gzip.open(path, "wt", encoding="utf-8") if suffixes.endswith(".gz") else open(path, "w")) as file:
+            file.writelines(json.dumps(row) + "\n" for row in frame.to_dict("records"))
+    elif suffixes == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if ".tsv" in suffixes else ",")
+    return path
+
+
+@pytest.mark.parametrize("name", ["labels.csv", "labels.tsv", "labels.csv.gz", "labels.jsonl", "labels.jsonl.gz",
+                                  "labels.parquet", "floats.parquet"])
+def test_numeric_labels_are_one_class_per_number_in_every_format(tmp_path, caplog, name):
+    """'1', '1.0', '01' (and JSON 1, 1.0) are the number 1: one class, named by its shortest spelling, with a warning
+    that lists the spellings merged."""
+    values = {"labels.jsonl": AS_JSON, "labels.jsonl.gz": AS_JSON,
+              "floats.parquet": [1.0, 1.0, 1.0, 1.5, 1.5, 2.0, 2.0, 2.0]}.get(name, SPELLINGS)
+    frame = pd.DataFrame({"text": [f"text number {i}" for i in range(48)], "label": values * 6})
+    data = load(write_table(tmp_path / name, frame))
+    assert data.class_names == ["1", "1.5", "2"]
+    counts = np.bincount(np.concatenate([data.train.labels, data.validation.labels, data.test.labels]))
+    assert counts.tolist() == [18, 12, 18]
+    if name != "floats.parquet":  # a float column holds one spelling per number
+        warning = next(r for r in caplog.records if r.levelname == "WARNING" and "spelling" in r.getMessage())
+        assert warning.name == "seqlab.data.custom" and "'1', '1.0', '01'" in warning.getMessage().replace(
+            "'01', '1', '1.0'", "'1', '1.0', '01'")
+
+
+def test_text_labels_stay_as_written(tmp_path, caplog):
+    frame = pd.DataFrame({"text": [f"text {i}" for i in range(20)], "label": ["Pos", "pos", " neg", "1a", "a1"] * 4})
+    assert load(write_table(tmp_path / "x.csv", frame)).class_names == ["1a", "Pos", "a1", "neg", "pos"]
+    assert "spelling" not in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_a_thread_id_written_as_1_and_1_0_is_one_thread(tmp_path, caplog, suffix):
+    """Thread ids are grouped by the same rule as labels: JSON 1, "1" and 1.0 (CSV 1, 1.0, 01) are one thread, named
+    as its first row writes it; text ids are compared as written."""
+    ids = [1, "1", 1.0] if suffix == ".jsonl" else ["1", "1.0", "01"]
+    if suffix == ".parquet":
+        ids = ["1", "1", "1"]  # a column has one type: the ints of a float column are the case below
+    rows = [{"thread_id": ids[k], "text": f"first thread message {k}", "label": "a"} for k in range(3)]
+    for thread in range(2, 13):
+        rows += [{"thread_id": f"t{thread}", "text": f"message {k} of {thread}", "label": "ab"[thread % 2]}
+                 for k in range(2)]
+    frame = pd.DataFrame(rows)
+    data = load(write_table(tmp_path / f"threads{suffix}", frame))
+    ids = data.train.ids + data.validation.ids + data.test.ids
+    texts = dict(zip(ids, data.train.texts + data.validation.texts + data.test.texts))
+    assert len(ids) == 12 and "1" in texts
+    assert texts["1"] == "first thread message 0\nfirst thread message 1\nfirst thread message 2"
+    if suffix != ".parquet":
+        assert "thread" in caplog.text and "spelling" in caplog.text
+
+
+def test_float_thread_ids_of_a_column_with_missing_values_keep_their_integer_names(tmp_path):
+    """A Parquet/JSONL integer id column with a gap is no reason for ids like '7.0'."""
+    rows = [{"id": None if i == 3 else i, "text": f"text {i}", "label": "ab"[i % 2]} for i in range(20)]
+    for name in ("x.jsonl", "x.parquet"):
+        frame = pd.DataFrame(rows).astype({"id": "Int64"})
+        data = load(write_table(tmp_path / name, frame))
+        ids = set(data.train.ids + data.validation.ids + data.test.ids)
+        assert ids == {str(i) for i in range(20) if i != 3} | {""}, name
+
+
+# --- the test split: fixed across trainer.seed, drawn with dataset.split_seed ---------------------------------
+
+def test_the_test_split_follows_split_seed_not_trainer_seed(tmp_path, caplog):
+    caplog.set_level("INFO", logger="seqlab")
+    path = tmp_path / "x.csv"
+    pd.DataFrame({"text": [f"text {i}" for i in range(60)], "label": ["a", "b"] * 30}).to_csv(path, index=False)
+    tests = {(seed, split): tuple(load(path, f"trainer.seed={seed}", f"dataset.split_seed={split}").test.texts)
+             for seed in (1, 2) for split in (0, 7)}
+    assert tests[1, 0] == tests[2, 0] and tests[1, 7] == tests[2, 7]  # trainer.seed leaves the test split alone
+    assert tests[1, 0] != tests[1, 7]  # a new split_seed draws another
+    assert tests[1, 0] == tuple(load(path).test.texts)  # split_seed=0 by default
+    assert "dataset.split_seed=7" in caplog.text  # the draw is said, and logged with the run's params
+
+
+# --- broken gzip ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["x.csv.gz", "x.tsv.gz", "x.jsonl.gz"])
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_truncated_or_corrupt_gzip_file_is_named_so(tmp_path, name, damage):
+    path = tmp_path / name
+    frame = pd.DataFrame({"text": [f"some text number {i} " * 20 for i in range(400)], "label": ["a", "b"] * 200})
+    write_table(path, frame)
+    content = path.read_bytes()
+    if damage == "truncated":
+        content = content[:len(content) // 2]
+    else:  # flipped bytes in the middle of the compressed stream
+        middle = len(content) // 2
+        content = content[:middle] + bytes(b ^ 0xFF for b in content[middle:middle + 64]) + content[middle + 64:]
+    path.write_bytes(content)
+    for skip in ("error", "skip"):
+        with pytest.raises(DataError) as caught:
+            load(path, f"dataset.on_bad_lines={skip}")
+        message = str(caught.value)
+        assert str(path) in message and "gzip" in message and "on_bad_lines" not in message, message
+        assert ("truncated" if damage == "truncated" else "corrupt") in message, message

@@ -178,3 +178,38 @@ def test_any_text_becomes_pre_padded_word_ids(words_preprocessor, texts):
     assert ids.shape == (len(texts), 6) and ids.min() >= 0 and ids.max() < words_preprocessor.vocabulary_size
     words = ids != 0
     assert (np.sort(words, axis=-1) == words).all()  # padding only at the start
+
+
+def spellings(number):
+    """Ways a CSV may write `number` (1 -> '1', '1.0', '01', '+1', '1e0')."""
+    plain = str(number)
+    ways = {plain, repr(float(number)), f"{float(number):.3f}", f"{number:e}"}
+    if number >= 0:
+        ways |= {"0" + plain, "+" + plain}
+    return sorted(ways)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # three loads each
+@given(numbers=st.lists(st.sampled_from([0, 1, 2, 10, -3, 1.5, 0.25, 1e-3]), min_size=2, max_size=4, unique=True),
+       data=st.data())
+def test_numeric_labels_name_the_same_classes_in_every_format(numbers, data):
+    """However a CSV spells the numbers, and whether JSON gives them as ints or floats or a Parquet column as floats,
+    the classes are one per number, named alike."""
+    labels = [number for number in numbers for _ in range(6)]
+    texts = [f"text {i}" for i in range(len(labels))]
+    csv_labels = [data.draw(st.sampled_from(spellings(number))) for number in labels]
+    json_labels = [data.draw(st.sampled_from([number, float(number)])) for number in labels]
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerows([["text", "label"], *zip(texts, csv_labels)])
+        (folder / "x.csv").write_text(buffer.getvalue(), encoding="utf-8")
+        (folder / "x.jsonl").write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
+                                                for t, label in zip(texts, json_labels)), encoding="utf-8")
+        import pandas as pd
+
+        pd.DataFrame({"text": texts, "label": [float(number) for number in labels]}).to_parquet(folder / "x.parquet")
+        names = [load_dataset(OmegaConf.merge(BASE, OmegaConf.from_dotlist([f"dataset.path={folder / name}"])))
+                 .class_names for name in ("x.csv", "x.jsonl", "x.parquet")]
+    assert names[0] == names[1] == names[2] and len(names[0]) == len(numbers), names

@@ -39,10 +39,10 @@ def seqlab(*args, cwd, env=None):
     ("trainer.epochs=three", ["trainer.epochs", "three", "Integer"]),  # wrong type
     ("trainer.deterministic=maybe", ["trainer.deterministic", "maybe", "bool"]),
     ("trainer.epochs=-2", ["trainer.epochs", "-2", "[1, inf)"]),  # out of range
-    ("trainer.intra_op_threads=-1", ["trainer.intra_op_threads", "-1", "[0, inf)"]),
+    ("trainer.intra_op_threads=-1", ["trainer.intra_op_threads", "-1", "[0, 1024]"]),
     ("model.dropout=1.0", ["model.dropout", "1.0", "[0, 1)"]),
     ("preprocess.padding=middle", ["preprocess.padding", "middle", "'pre', 'post'"]),
-    ("preprocess.vocab_size=1", ["preprocess.vocab_size", "[2, inf)"]),
+    ("preprocess.vocab_size=1", ["preprocess.vocab_size", "[3, inf)"]),
     ("trainer.epochs=[", ["trainer.epochs=[", "key=value"]),  # not an override at all
     ("model.metadata=true", ["model.metadata", "imdb", "metadata columns"]),  # incompatible with the dataset
 ])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from seqlab import tracking
-from seqlab.errors import RecordingError
+from seqlab.errors import DivergedError, RecordingError
 from seqlab.jobs import PRUNED_AT
 from seqlab.metrics import keras_name
 
@@ -57,6 +58,7 @@ class EpochLogger(keras.callbacks.Callback):
         self.client = MlflowClient()
         self.backup = keras.callbacks.BackupAndRestore(str(backup_dir)) if backup_dir else None
         self.epoch_started = 0.0
+        self.epoch = 0
 
     def set_model(self, model):
         super().set_model(model)
@@ -75,9 +77,20 @@ class EpochLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
+        self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
         tracking.raise_if_interrupted()  # TensorFlow may have swallowed Ctrl-C (see tracking.interrupts_raised)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):  # every later step would be NaN too
+            optimizer = self.model.optimizer
+            raise DivergedError(
+                f"Training diverged: the training loss became {float(loss)} in epoch {self.epoch + 1}, batch "
+                f"{batch + 1}. Lower trainer.learning_rate (the optimizer's is now "
+                f"{float(keras.ops.convert_to_numpy(optimizer.learning_rate)):g}), or bound the updates with "
+                "trainer.clipnorm; the run is marked FAILED with the epochs before this one recorded.")
 
     def on_test_batch_begin(self, batch, logs=None):
         tracking.raise_if_interrupted()
@@ -96,7 +109,8 @@ class EpochLogger(keras.callbacks.Callback):
                   "checkpoint once the cause is fixed." if self.backup else "")
         with tracking.interrupts_deferred():
             with named_failure(f"record epoch {number}'s metrics in MLflow run {self.run_id}", resume):
-                self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+                tracking.when_store_free(self.client.log_batch, self.run_id, metrics=metrics, synchronous=True,
+                                         what=f"record epoch {number}'s metrics")
             if self.backup:
                 with named_failure(f"save the epoch {number} checkpoint in {self.backup.backup_dir}", resume):
                     self.backup.on_epoch_end(epoch, logs)

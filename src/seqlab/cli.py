@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 
 from hydra.experimental.callback import Callback
 
@@ -31,7 +33,10 @@ tracking.uri=... (train) or --tracking-uri (predict, compare). Status goes to st
 
 class ValidateBeforeRunFolder(Callback):
     """A single run's config is validated before Hydra creates its outputs/ folder (a sweep's jobs are validated
-    one by one, in hydra_train). Hydra turns a callback's exceptions into warnings: a refusal is a SystemExit."""
+    one by one, in hydra_train). Hydra turns a callback's exceptions into warnings: a refusal is a SystemExit.
+
+    The one callback of conf/config.yaml that every run has also keeps secrets out of the files Hydra writes in that
+    folder (.hydra/*.yaml, a sweep's multirun.yaml): seqlab.hydra_files rewrites them redacted as each job starts."""
 
     def on_run_start(self, config, **kwargs) -> None:
         from seqlab.config import validate
@@ -41,6 +46,16 @@ class ValidateBeforeRunFolder(Callback):
             validate(config)  # before importing TensorFlow: bad values stop the run in a second
         except SeqlabError as error:
             raise SystemExit(report_error(error)) from None
+
+    def on_job_start(self, config, **kwargs) -> None:
+        from seqlab.hydra_files import redact_job_files
+
+        redact_job_files(config)  # Hydra has just written them, before any of the job's work
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from seqlab.hydra_files import redact_sweep_file
+
+        redact_sweep_file(config)  # a launcher whose jobs run elsewhere (Slurm) may not have rewritten it yet
 
 
 class StderrHandler(logging.StreamHandler):
@@ -77,6 +92,7 @@ def run_pretrain(cfg) -> None:
 
         raise ConfigError("seqlab pretrain needs a pretraining: pretrain=word2vec or pretrain=lm.")
     tracking.check_no_inherited_run()
+    tracking.check_reachable(cfg.tracking.uri)  # an unusable store in seconds, as for train (pretrain opens it itself)
     run_id = pretrain(cfg, standalone=True)
     print(f"runs:/{run_id}")
 
@@ -115,6 +131,7 @@ def train_command(argv: list[str], command: str = "train") -> int:
     sys.argv = [f"seqlab {command}", *argv]
     hydra_errors = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing them
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         hydra_train()
     except SeqlabError as error:
@@ -128,6 +145,9 @@ def train_command(argv: list[str], command: str = "train") -> int:
             return report_error(error)  # a bug or a plugin's failure, not a bad override
         return report_error(hydra_config_error(error, argv))
     finally:
+        if threading.current_thread() is threading.main_thread():  # a sweep that failed kept its own (seqlab.sweep)
+            for number, handler in handlers.items():
+                signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         if hydra_errors is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
@@ -195,6 +215,10 @@ def run_command(argv: list[str]) -> int:
         print(f"seqlab {__version__}")
         return 0
     log_to_stderr()
+    # MLflow's "View run <name> at: <url>" lines would join the results on stdout (`runs:/<id>` of pretrain); seqlab
+    # logs the run's link on stderr, its credentials redacted. A user's own setting wins (not with credentials:
+    # seqlab.tracking.check_reachable).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     command, rest = argv[0], argv[1:]
     try:
         if command == "train":

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import sys
-from pathlib import Path
 
 import pandas as pd
 
@@ -64,23 +63,20 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
 
     from seqlab.tracking import check_reachable
 
-    check_reachable(tracking_uri)
-    if tracking_uri.startswith("sqlite:///") and tracking_uri != "sqlite:///:memory:":
-        store = Path(tracking_uri[len("sqlite:///"):])
-        if not store.is_file():  # MLflow would create an empty store (and its folders) here
-            raise SeqlabError(f"No MLflow store at {tracking_uri} ('{store.resolve()}' does not exist): run "
-                              "'seqlab train' in this folder first, or give --tracking-uri (or MLFLOW_TRACKING_URI).")
+    # compare only reads: a missing or empty SQLite store is refused, where MLflow would create one
+    check_reachable(tracking_uri, option="--tracking-uri", write=False)
+    store = redact_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     try:
         if experiment is not None and mlflow.get_experiment_by_name(experiment) is None:
             names = [e.name for e in mlflow.search_experiments()]
-            raise SeqlabError(f"No experiment {experiment!r} in {tracking_uri}; experiments there: "
+            raise SeqlabError(f"No experiment {experiment!r} in {store}; experiments there: "
                               f"{', '.join(names) or 'none'}.")
         runs = mlflow.search_runs(experiment_names=[experiment] if experiment else None,
                                   search_all_experiments=experiment is None,
                                   filter_string="attributes.status = 'FINISHED'" if finished_only else "")
     except MlflowException as error:
-        raise SeqlabError(f"Cannot read the MLflow store {tracking_uri}: {str(error).splitlines()[0]}") from None
+        raise SeqlabError(f"Cannot read the MLflow store {store}: {redact_uri(str(error).splitlines()[0])}") from None
     if runs.empty:
         return runs
     runs = with_current_metric_names(runs)
@@ -95,7 +91,7 @@ def search(tracking_uri: str, experiment: str | None = None, sweep: str | None =
         if not (names == sweep).any():
             known = sorted(names.dropna().unique())
             raise SeqlabError(f"No {'finished ' if finished_only else ''}runs of sweep {sweep!r} in "
-                              f"{experiment or 'any experiment'} at {tracking_uri}; sweeps there: "
+                              f"{experiment or 'any experiment'} at {store}; sweeps there: "
                               f"{', '.join(known) or 'none'}.")
         runs = runs[names == sweep]
     return runs.reset_index(drop=True)

@@ -10,19 +10,21 @@ imports Keras: a bad config is reported in about a second.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from seqlab.errors import ConfigError
 from seqlab.metrics import canonical
 
 # Keys that say where things are, how a run is named or shown, not what was trained: never params, never part
 # of what makes two runs different (seqlab compare, seed groups, run names).
-LOCATION_KEYS = ("tracking.", "hparams_search.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume")
+LOCATION_KEYS = ("tracking.", "hparams_search.", "data_dir", "cache_dir", "trainer.progress", "trainer.resume",
+                 "trainer.takeover")
 
 
 def config_dir() -> Path:
@@ -99,6 +101,7 @@ class TrainerConfig:
     progress: bool = True  # Keras progress bar
     checkpoint: bool = True  # back up the training state into the run after each epoch (trainer.resume needs it)
     resume: Optional[str] = None  # a run id: continue that MLflow run from its last checkpoint
+    takeover: bool = False  # resume a RUNNING run whose process was on another host (gone: a lost node, a killed job)
     # k-fold cross-validation: k runs nested under one holding mean and std; never the test split
     cv_folds: Optional[int] = None
     cv_fold: Optional[int] = None  # train only this fold (0-based) of cv_folds; null with cv_folds: all of them
@@ -183,15 +186,22 @@ def _allowed(key: str, value: Any, allowed: list[Any], given: Any = None) -> Non
 
 
 def _in_range(key: str, value: Any, low: float, high: float | None = None, *, high_open: bool = False,
-              low_open: bool = False) -> None:
+              low_open: bool = False, why: str = "") -> None:
     if value is None:
         return
+    _finite(key, value)  # NaN compares false with every bound: it would pass any range
     too_low = value <= low if low_open else value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
         low_bracket = "(" if low_open else "["
         high_text = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
-        raise ConfigError(f"Config key '{key}' is {value!r}; it must lie in {low_bracket}{low}, {high_text}.")
+        raise ConfigError(f"Config key '{key}' is {value!r}; it must lie in {low_bracket}{low}, {high_text}"
+                          f"{f' ({why})' if why else ''}.")
+
+
+def _finite(key: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"Config key '{key}' is {value}; it must be a finite number.")
 
 
 OPTIMIZERS = ["adam", "lazy_adam", "adamw", "rmsprop", "sgd", "nadam", "adagrad"]
@@ -204,10 +214,21 @@ MONITORS = ["loss/val", "accuracy/val"]  # what early stopping can watch (the me
 # Range rules by key name, for whichever options have the key.
 RATES = ("dropout", "recurrent_dropout", "embedding_dropout")  # [0, 1)
 SPLITS = ("validation_split", "test_split")  # (0, 1)
-AT_LEAST_ONE = ("max_train", "max_test", "num_words", "maxlen", "vocab_size", "max_length", "max_units",
+AT_LEAST_ONE = ("max_train", "max_test", "num_words", "maxlen", "max_length", "max_units",
                 "max_unit_length", "embedding_dim", "units", "layers", "filters", "kernel_size", "pool_size",
                 "attention_units", "message_units", "heads", "ff_dim", "max_positions")
 AT_LEAST_ZERO = ("skip_top", "index_from", "ngram_buckets")
+# Seeds reach numpy.random.seed, which takes 0..2**32-1 only (keys named seed or ending in _seed, every group).
+SEED_RANGE = (0, 2**32 - 1)
+# Sizes, counts and ids end up in TensorFlow int32 shapes and tensors: larger ones crash inside TensorFlow.
+INT32_MAX = 2**31 - 1
+# A fixed bound, not a multiple of this machine's cores: a config (a sweep's, a stored run's on resume) must be valid
+# wherever it runs. 1024 is above the hardware threads of any current server (2 x 192 cores x 2), and TensorFlow
+# aborted (SIGABRT, minutes later) when asked for 100000.
+MAX_THREADS = 1024
+# TextVectorization's vocabulary holds the padding ("") and [UNK] first: 3 is the smallest that still has a word
+# (4 with tokenizer=wordpiece, whose vocabulary also holds the message separator as a special token).
+MIN_VOCAB_SIZE = 3
 CHOICES = {"on_bad_lines": ["error", "skip"], "validation_source": ["auto", "official", "holdout"],
            "padding": ["pre", "post"], "truncating": ["pre", "post"], "keep": ["first", "last"],
            "pooling": ["mean", "cls"], "tokenizer": ["words", "wordpiece"]}
@@ -216,6 +237,7 @@ CHOICES = {"on_bad_lines": ["error", "skip"], "validation_source": ["auto", "off
 def validate(cfg: DictConfig) -> None:
     """Check ranges and allowed values that the typed schema cannot express. Raises ConfigError."""
     _check_known_keys(cfg)
+    _check_numbers(cfg)
     for group in ("dataset", "preprocess", "model"):
         node = cfg[group]
         for key in node:
@@ -231,7 +253,11 @@ def validate(cfg: DictConfig) -> None:
             elif key in CHOICES:
                 _allowed(full, value, CHOICES[key])
     if "vocab_size" in cfg.preprocess:
-        _in_range("preprocess.vocab_size", cfg.preprocess.vocab_size, 2)
+        wordpiece = cfg.preprocess.get("tokenizer") == "wordpiece"  # which also keeps the message separator whole
+        _in_range("preprocess.vocab_size", cfg.preprocess.vocab_size, MIN_VOCAB_SIZE + wordpiece,
+                  why=("the padding, the out-of-vocabulary token and the message separator take the first three"
+                       if wordpiece else "the padding and the out-of-vocabulary token take the first two")
+                  + " entries; one word at least must remain")
     if "ngrams" in cfg.model:
         _in_range("model.ngrams", cfg.model.ngrams, 1, 3)
     t = cfg.trainer
@@ -244,7 +270,15 @@ def validate(cfg: DictConfig) -> None:
     _in_range("trainer.weight_decay", t.weight_decay, 0)
     _in_range("trainer.label_smoothing", t.label_smoothing, 0, 1, high_open=True)
     _in_range("trainer.early_stopping", t.early_stopping, 0)
-    _in_range("trainer.intra_op_threads", t.intra_op_threads, 0)
+    _in_range("trainer.intra_op_threads", t.intra_op_threads, 0, MAX_THREADS,
+              why="0: TensorFlow's default, one per core; the bound is above any machine's cores, and TensorFlow "
+                  "aborts on huge counts")
+    if t.bucket_boundaries is not None:
+        boundaries = list(t.bucket_boundaries)
+        if not boundaries or any(b < 1 for b in boundaries) or boundaries != sorted(set(boundaries)):
+            raise ConfigError(f"Config key 'trainer.bucket_boundaries' is {boundaries}; it must be a strictly "
+                              "increasing list of positive lengths (e.g. [64,128,256]), or null to derive them from "
+                              "the training lengths.")
     _in_range("trainer.cv_folds", t.cv_folds, 2)
     if t.cv_fold is not None:
         if t.cv_folds is None:
@@ -310,8 +344,41 @@ def _check_model_inputs(cfg: DictConfig) -> None:
                           "dataset=custom, or set model.metadata=false.")
 
 
+def _check_numbers(cfg: DictConfig) -> None:
+    """Rules for every number of every group, whatever its key: finite floats, seeds numpy takes, int32 sizes."""
+    for group in ("dataset", "preprocess", "model", "pretrain", "trainer"):
+        node = cfg.get(group)
+        if node is None:
+            continue  # pretrain=null
+        for key in node:
+            value, full = node[key], f"{group}.{key}"
+            values = list(value) if isinstance(value, ListConfig) else [value]
+            for item in values:
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    continue
+                _finite(full, item)
+                if key == "seed" or key.endswith("_seed"):
+                    if not SEED_RANGE[0] <= item <= SEED_RANGE[1]:
+                        raise ConfigError(f"Config key '{full}' is {item}; a seed must be a whole number from "
+                                          f"{SEED_RANGE[0]} to {SEED_RANGE[1]} (2**32-1, numpy's limit).")
+                elif isinstance(item, int) and item > INT32_MAX:  # too low: the per-key ranges below say so
+                    raise ConfigError(f"Config key '{full}' is {item}; it must be at most {INT32_MAX} (2**31-1: "
+                                      "TensorFlow holds sizes and counts as 32-bit integers).")
+
+
 def _check_known_keys(cfg: DictConfig) -> None:
     """`+group.key=value` appends keys past the typed schema; a misspelt key must not pass silently."""
+    known_root = {f.name for f in fields(SeqlabConfig)} | {"hydra"}  # Hydra's node, where the callback sees it
+    unknown_root = sorted(set(cfg.keys()) - known_root)
+    if unknown_root:
+        key = unknown_root[0]
+        raise ConfigError(f"Unknown config key '{key}'; "
+                          f"the keys of the root config are {', '.join(sorted(known_root - {'hydra'}))}.")
+    if isinstance(cfg.get("hparams_search"), DictConfig):
+        unknown = sorted(set(cfg.hparams_search.keys()) - {f.name for f in fields(SearchConfig)})
+        if unknown:
+            raise ConfigError(f"Unknown config key 'hparams_search.{unknown[0]}'; the keys of 'hparams_search' are "
+                              f"{', '.join(f.name for f in fields(SearchConfig))}.")
     schemas = option_schemas()
     for group in ("dataset", "preprocess", "model", "pretrain", "trainer", "tracking"):
         if cfg.get(group) is None:

@@ -26,6 +26,12 @@ class DataError(SeqlabError):
     exit_code = 3
 
 
+class DivergedError(SeqlabError):
+    """Training produced a NaN or infinite loss: the run stops there instead of training on garbage."""
+
+    exit_code = 5
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a run, raised like Ctrl-C's KeyboardInterrupt so that the run ends KILLED, not RUNNING."""
 

@@ -23,6 +23,19 @@ class SweepJob:
     job: int
     bucketing: bool | None = None  # trainer.bucketing=null in this sweep (one batching for all its models)
     swept: list[str] | None = None  # the keys the sweep varies: its children are named by these
+    sweep_pid: int | None = None  # the sweep's own process: a job elsewhere runs in a launcher's worker
+
+
+_stop: list[bool] = []  # set in a launcher's worker process that received SIGTERM or Ctrl-C (seqlab.sweep)
+
+
+def request_stop() -> None:
+    """This process starts no further run of a sweep (a joblib worker told to stop: the sweep is ending)."""
+    _stop.append(True)
+
+
+def stop_requested() -> bool:
+    return bool(_stop)
 
 
 def current_job() -> SweepJob | None:

@@ -3,7 +3,9 @@
 The logged model holds its preprocessing, so it takes raw strings; it is an MLflow pyfunc model
 (seqlab.serving.TextClassifier, built by seqlab.serving._load_pyfunc), loaded and called as any MLflow client
 would, so `seqlab predict`, `mlflow models serve` and batch scoring share one prediction path. Predictions go to
-stdout (and --output, with the probability of every class), status lines to stderr.
+stdout, or with --output to that CSV file (with the probability of every class) and a one-line summary to stderr;
+status lines go to stderr. --output never replaces the --input file, and an existing file only with --overwrite.
+Ids are written as the input wrote them (seqlab.data.custom.written); a thread is one per id, by the rule of labels.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from seqlab.data.custom import as_text, metadata_values, read_table
-from seqlab.errors import DataError, SeqlabError, report_error
+from seqlab.data.custom import as_text, metadata_values, read_table, thread_keys, written
+from seqlab.errors import ConfigError, DataError, SeqlabError, report_error
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,64 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--input", help="a .txt file (one text per line), or a file as dataset=custom reads it "
                         "(.csv, .tsv, .jsonl, each also .gz, or .parquet) with a text or messages column")
     p.add_argument("--column", help="the column holding the text or the list of messages (default: detected)")
-    p.add_argument("--output", help="write a CSV with one row per input, in input order")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--output", help="write a CSV with one row per input, in input order, instead of printing the "
+                   "predictions (never the --input file; its folder must exist)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="texts per call of the model (default 256)")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                    help="the MLflow store that runs:/ and models:/ URIs refer to (default: $MLFLOW_TRACKING_URI, "
                    "else sqlite:///mlflow.db, where 'seqlab train' writes by default)")
     return p
+
+
+def positive_int(text: str) -> int:
+    """--batch-size: a whole number of at least 1 (argparse reports the refusal with its usage, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give a whole number of at least 1 (texts per call "
+                                         "of the model)")
+    return value
+
+
+def check_output(output: str, input_path: str | None, overwrite: bool) -> Path:
+    """--output as a path that may be written, checked before the model loads: never the --input file (whatever the
+    spelling or link), an existing file only with --overwrite, in a folder that exists."""
+    file = Path(output).expanduser()
+    if input_path and file.exists() and Path(input_path).expanduser().exists() and os.path.samefile(file, input_path):
+        raise ConfigError(f"--output '{output}' is the --input file '{input_path}': writing the predictions there "
+                          "would destroy the texts. Name another --output file.")
+    if file.is_dir():
+        raise DataError(f"--output '{output}' is a folder; name a file in it (e.g. {file / 'predictions.csv'}).")
+    if file.exists() and not overwrite:
+        raise ConfigError(f"--output '{output}' exists; seqlab predict replaces a file only when asked: add "
+                          "--overwrite, or name another file.")
+    folder = file.parent
+    if not folder.is_dir():
+        raise DataError(f"--output '{output}': its folder '{folder}' does not exist. Create it first (mkdir -p "
+                        f"'{folder}') or name a file in an existing folder.")
+    return file
+
+
+def write_output(result: pd.DataFrame, file: Path) -> None:
+    """The CSV written whole or not at all: into a temporary file beside it, then renamed over it."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            result.to_csv(stream, index=False)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private: the mode a new file gets
+        os.replace(temporary, file)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_inputs(path: str, column: str | None = None,
@@ -68,9 +123,10 @@ def read_examples(path: str, column: str | None = None, speaker_tokens: bool = F
                             "(e.g. iconv -f latin1 -t utf-8) or give a CSV/JSONL/Parquet file.") from None
         return [t for t in texts if t.strip()], None, pd.DataFrame()
     frame = read_table(file)  # the reader of dataset=custom: every format training reads
-    if column is None and "messages" not in frame.columns and {"thread_id", "text"} <= set(frame.columns) \
-            and frame["thread_id"].duplicated().any():  # one row per message
-        return _per_message(frame, speaker_tokens)
+    if column is None and "messages" not in frame.columns and {"thread_id", "text"} <= set(frame.columns):
+        keys, rows = thread_keys(frame, "thread_id", file)  # JSON 1, "1" and 1.0 are one thread, as in training
+        if len(set(keys)) < len(keys):  # one row per message
+            return _per_message(rows, keys, speaker_tokens)
     candidates = [column] if column else [*TEXT_COLUMNS, *THREAD_COLUMNS]
     found = next((c for c in candidates if c in frame.columns), None)
     if found is None:
@@ -82,18 +138,20 @@ def read_examples(path: str, column: str | None = None, speaker_tokens: bool = F
     except TypeError as error:
         raise DataError(f"--input '{file}' column {found!r}: {error}.") from None
     id_column = next((c for c in ID_COLUMNS if c in frame.columns), None)
-    return texts, None if id_column is None else frame[id_column].astype(str).tolist(), frame
+    # as written: '00123' keeps its zeros, a missing id is empty (not 'nan'), an integer never becomes '7.0'
+    ids = None if id_column is None else [written(value) or "" for value in frame[id_column]]
+    return texts, ids, frame
 
 
-def _per_message(frame: pd.DataFrame, speaker_tokens: bool):
+def _per_message(frame: pd.DataFrame, keys: list[str], speaker_tokens: bool):
     from seqlab.data.custom import join_messages, message_text
 
-    frame = frame[frame["thread_id"].notna()]
     speakers = frame["speaker"] if "speaker" in frame.columns else [None] * len(frame)
-    lines = pd.Series([message_text(t, speaker_tokens, s) for t, s in zip(frame["text"], speakers)], index=frame.index)
-    groups = frame.assign(_line=lines).groupby(frame["thread_id"].astype(str), sort=False)
+    lines = [message_text(t, speaker_tokens, s) for t, s in zip(frame["text"], speakers)]
+    groups = frame.assign(_line=lines, _seqlab_key=keys).groupby("_seqlab_key", sort=False)
     texts = [join_messages([line for line in group["_line"] if line]) for _, group in groups]
-    return texts, list(groups.groups), groups.first().reset_index(drop=True)
+    ids = [written(group["thread_id"].iloc[0]) for _, group in groups]  # as its first row writes it
+    return texts, ids, groups.first().reset_index(drop=True)
 
 
 def read_metadata(frame: pd.DataFrame, columns: list[str], path: str) -> np.ndarray:
@@ -168,6 +226,7 @@ def main(argv: list[str]) -> int:
 
     mlflow.set_tracking_uri(args.tracking_uri)
     try:
+        output = check_output(args.output, args.input, args.overwrite) if args.output else None
         logged = model_metadata(args.model_uri)
         columns = list(logged.get("metadata_columns") or [])
         if columns and args.text:
@@ -186,12 +245,16 @@ def main(argv: list[str]) -> int:
         return report_error(error)
     if ids is not None:
         result.insert(0, "id", ids)
-    if args.output:
+    if output is not None:
         try:
-            result.to_csv(args.output, index=False)
+            write_output(result, output)
         except OSError as error:
-            return report_error(DataError(f"--output '{args.output}' could not be written ({error.strerror})."))
-        log.info("wrote %d predictions to %s", len(result), args.output)
+            return report_error(DataError(f"--output '{args.output}' could not be written: "
+                                          f"{error.strerror or error}."))
+        counts = result["label"].value_counts()
+        log.info("wrote %d predictions to %s (%s)", len(result), args.output,
+                 ", ".join(f"{label}: {count}" for label, count in counts.items()))
+        return 0  # the file holds them: no table of every prediction on stdout
     shown = result[[*(["id"] if ids is not None else []), "label", "probability"]].assign(
         text=[t[:70].replace("\n", " | ") for t in texts])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -6,7 +6,9 @@ import logging
 import re
 
 REDACTED = "<redacted>"
-URI_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")  # the user:password@ part of scheme://user:password@host
+# The user:password@ of scheme://user:password@host, up to the URI's LAST "@" (a password may hold "@" and "/"; a
+# URI ends at whitespace). An "@" in a path hides the host too, never shows a password. file:///a@b has no user.
+URI_CREDENTIALS = re.compile(r"(?<=://)(?!/)\S*@")
 # Config keys whose values are never written to MLflow (matched on the last part of the dotted key).
 SECRET_KEY = re.compile(r"(^|_)(passw(or)?d|secret|secret_key|token|api_?key|access_key|credentials?|private_key)$",
                         re.IGNORECASE)  # password, db_passwd, client_secret, hf_token, api_key; not max_tokens
@@ -43,9 +45,18 @@ def redacted(cfg):
     return OmegaConf.create(clean("", OmegaConf.to_container(cfg, resolve=True)))
 
 
+def redact_text(text: str) -> str:
+    """URI credentials, and the value of each `key=value` word whose key looks secret (a sweep's job overrides)."""
+    text = redact_uri(text)
+    return re.sub(r"\S+=\S*", lambda word: safe_overrides([word.group()])[0], text) if "=" in text else text
+
+
 def redact_credentials(record: logging.LogRecord) -> bool:
-    """A logging filter: the user:password@ of any URI in a log line becomes <redacted>@."""
+    """A logging filter: the user:password@ of any URI in a log line becomes <redacted>@, a secret-looking key's
+    `key=value` becomes key=<redacted>."""
     message = record.getMessage()
-    if "@" in message:
-        record.msg, record.args = redact_uri(message), None
+    if "@" in message or "=" in message:
+        cleaned = redact_text(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
     return True

@@ -18,16 +18,20 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
+import time
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob, current_trial
+from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob, current_trial, request_stop
 from seqlab.redaction import redact_credentials, safe_overrides
 
 log = logging.getLogger(__name__)
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read when TensorFlow starts computing
+WORKER_GRACE_SECONDS = 60  # for a worker to end its run after SIGTERM (it stops at its next batch)
 
 
 def sweep_name(config: DictConfig) -> str:
@@ -196,13 +200,71 @@ class MlflowSweepCallback(Callback):
             log.info(f"sweep {name!r} continues under its MLflow parent run {run_id} at {uri}")
         varied = swept(config)
         self.sweep = SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
-                              bucketing=like_for_like(config, swept_models(config)), swept=sorted(varied))
+                              bucketing=like_for_like(config, swept_models(config)), swept=sorted(varied),
+                              sweep_pid=os.getpid())
         self.tracking_uri = uri
         self.summary = SweepInfo(name=name, parent_run_id=run_id, experiment_id=experiment_id, tracking_uri=uri,
                                  swept=varied, optimized_metric=str(config.optimized_metric),
                                  registered_model=OmegaConf.select(config, "tracking.registered_model"),
                                  summary_step=resumed)
         atexit.register(self._end_interrupted)
+        if threading.current_thread() is threading.main_thread():  # only there can Python handle signals
+            self.previous_handlers = {number: signal.signal(number, self._stop_workers)
+                                      for number in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stop_workers(self, signum, frame=None) -> None:
+        """Ctrl-C or SIGTERM of the sweep's process: the worker processes of a launcher (joblib's) that train a run
+        of this sweep get SIGTERM, end it KILLED and take no further job; then the sweep stops (its parent ends at
+        exit). Only those: an idle loky worker dies of SIGTERM, and loky then SIGKILLs the others mid-epoch."""
+        from mlflow.tracking import MlflowClient
+
+        from seqlab.errors import Terminated
+
+        if getattr(self, "stopping", False):  # a second signal while the workers stop: stop now
+            raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt
+        self.stopping = True
+        try:  # a store that went away: the launcher stops the workers anyway
+            client = MlflowClient(self.tracking_uri)
+            workers = self._workers_running(client)
+            for pid in {pid for pid, _ in workers}:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            if workers:
+                log.info(f"stopping the sweep: {len(workers)} runs in worker processes end KILLED")
+            deadline = time.monotonic() + WORKER_GRACE_SECONDS
+            while workers and time.monotonic() < deadline:
+                time.sleep(0.5)
+                workers = self._workers_running(client)
+        except Exception as error:
+            log.warning(f"could not stop the sweep's workers cleanly: {type(error).__name__}: {error}")
+        raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def _workers_running(self, client) -> list[tuple[int, object]]:
+        """(pid, run) for each RUNNING child of this sweep that a live process on this host, other than this one,
+        trains."""
+        from seqlab import tracking
+
+        found = []
+        for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, status="RUNNING"):
+            owner = run.data.tags.get(tracking.OWNER_TAG, "")
+            if tracking.owner_state(owner) == "alive" and int(owner.rsplit(":", 2)[1]) != os.getpid():
+                found.append((int(owner.rsplit(":", 2)[1]), run))
+        return found
+
+    def _end_orphaned_children(self, client) -> None:
+        """Children left RUNNING by a process of this host that is gone (a worker the launcher killed when the sweep
+        stopped): ended KILLED, so that the record says what happened and trainer.resume continues them."""
+        from seqlab import tracking
+
+        for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, status="RUNNING"):
+            if tracking.owner_state(run.data.tags.get(tracking.OWNER_TAG, "")) == "gone":
+                client.set_tag(run.info.run_id, "error", "interrupted: its worker process was stopped with the sweep")
+                client.set_terminated(run.info.run_id, "KILLED")
+
+    def _restore_handlers(self) -> None:
+        for number, handler in getattr(self, "previous_handlers", {}).items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        self.previous_handlers = {}
 
     def on_job_start(self, config: DictConfig, **kwargs) -> None:
         os.environ[OVERRIDES_ENV] = json.dumps(list(config.hydra.overrides.task))
@@ -214,8 +276,11 @@ class MlflowSweepCallback(Callback):
             trial = current_trial()  # a search's job (Hydra's env_set is in place): numbered as its trial
             job = SweepJob(self.sweep.name, self.sweep.parent_run_id, self.sweep.experiment_id,
                            trial.number if trial else int(config.hydra.job.num), self.sweep.bucketing,
-                           self.sweep.swept)
+                           self.sweep.swept, self.sweep.sweep_pid)
             os.environ[SWEEP_ENV] = json.dumps(job.__dict__)
+            if os.getpid() != self.sweep.sweep_pid and threading.current_thread() is threading.main_thread():
+                for number in (signal.SIGINT, signal.SIGTERM):  # a launcher's worker: stop with the sweep, not die
+                    signal.signal(number, lambda signum, frame: request_stop())
         _end_leaked_runs("FAILED")
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
@@ -230,6 +295,7 @@ class MlflowSweepCallback(Callback):
         if self.sweep is None:
             return
         atexit.unregister(self._end_interrupted)
+        self._restore_handlers()
         self._end("FINISHED", complete=True)
 
     def best_trial(self, study):
@@ -263,6 +329,7 @@ class MlflowSweepCallback(Callback):
         from mlflow.tracking import MlflowClient
 
         try:
+            self._end_orphaned_children(MlflowClient(self.tracking_uri))
             killed = sweep_children(MlflowClient(self.tracking_uri), self.sweep.parent_run_id,
                                     self.sweep.experiment_id, status="KILLED")
             self._end("KILLED" if killed else "FAILED", complete=False)

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -24,11 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 
 import seqlab
 from seqlab.config import is_location_key, structured, to_flat_dict
-from seqlab.jobs import child_description, current_job, current_trial, job_overrides
-from seqlab.errors import ConfigError, RecordingError, Terminated
+from seqlab.jobs import child_description, current_job, current_trial, job_overrides, request_stop, stop_requested
+from seqlab.errors import ConfigError, RecordingError, SeqlabError, Terminated
 from seqlab.redaction import REDACTED, URI_CREDENTIALS, redact_uri, redacted, safe_overrides
 
 log = logging.getLogger(__name__)
+# MLflow logs every failed store write with its traceback, then raises it; seqlab reports what it raises, once.
+logging.getLogger("mlflow.store.db.utils").addFilter(
+    lambda record: not record.getMessage().startswith("SQLAlchemy database error"))
 # MLflow's system-metrics monitor announces its start and stop at INFO on every run: noise beside seqlab's lines
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
@@ -167,10 +171,13 @@ def configure(cfg: DictConfig) -> str:
     job = current_job()
     if job is not None:  # a sweep's job: its run joins the parent's experiment, whatever the job's config says
         return job.experiment_id
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         with store_creation_lock(uri):
             return ensure_experiment(uri, experiment_name(cfg), experiment_tags(cfg))
-    except (MlflowException, ImportError, OSError) as error:  # ImportError: no driver for postgresql:// or mysql://
+    # ImportError: no driver for postgresql:// or mysql://; SQLAlchemyError: a store that broke after check_reachable
+    except (MlflowException, ImportError, OSError, SQLAlchemyError) as error:
         hint = (" (pip install the database driver, e.g. psycopg2-binary or pymysql)"
                 if isinstance(error, ImportError) else "")
         raise ConfigError(f"Cannot use the MLflow store tracking.uri={redact_uri(uri)!r}: "
@@ -225,19 +232,26 @@ def _warn_credentials() -> None:
                 "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) environment variables.")
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """A tracking server that does not answer fails here, in seconds (MLflow's own client retries for minutes)."""
+def check_reachable(uri: str, timeout: float = 5.0, option: str = "tracking.uri", write: bool = True) -> None:
+    """A store MLflow cannot use fails here, in seconds, naming `option` (MLflow's own client retries for minutes):
+    a tracking server that does not answer, an unusable SQLite path or file (seqlab.stores; `write`: the command
+    records runs there), a database server that does not answer."""
+    from seqlab.stores import check_store
+
     if URI_CREDENTIALS.search(uri):
         _warn_credentials()
+        # MLflow prints "View run <name> at: <uri>/#/..." on stdout as each run ends: with the password in it
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    check_store(uri, option, write, timeout)
     if not uri.startswith(("http://", "https://")):
         return
     import requests
 
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
-    except requests.RequestException as error:
-        raise ConfigError(f"Cannot reach the MLflow tracking server at tracking.uri={redact_uri(uri)!r} "
-                          f"({type(error).__name__}): start it (make server), or point tracking.uri at a running "
+    except (requests.RequestException, ValueError) as error:  # ValueError: a URI that does not parse
+        raise ConfigError(f"Cannot reach the MLflow tracking server at {option}={redact_uri(uri)!r} "
+                          f"({type(error).__name__}): start it (make server), or point {option} at a running "
                           "server or at a local store such as sqlite:///mlflow.db.") from None
 
 
@@ -369,6 +383,8 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
     logged, so the record still says how the run was started.
     """
     with interrupts_raised():
+        if stop_requested():  # this worker of a sweep was told to stop while it loaded the job's data
+            raise Terminated("SIGTERM")
         nested = mlflow.active_run() is not None
         if resume_run_id:
             run = join_run(resume_run_id, nested=nested, log_system_metrics=False)
@@ -379,7 +395,8 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
             run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested,
                                    log_system_metrics=False)  # started after the first epoch: start_system_metrics
         try:
-            mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, **source_tags(), **tags})
+            mlflow.set_tags({"dataset": cfg.dataset.name, "model": cfg.model.name, **source_tags(), **tags,
+                             OWNER_TAG: process_owner()})
             if resume_run_id:
                 with contextlib.suppress(MlflowException):  # the last interruption is over
                     MlflowClient().delete_tag(resume_run_id, "error")
@@ -390,19 +407,105 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
             yield run
             raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:
-            _end("KILLED", "interrupted by SIGTERM" if isinstance(error, Terminated) else "interrupted (Ctrl-C)")
+            job = current_job()
+            if job is not None and job.sweep_pid not in (None, os.getpid()):
+                request_stop()  # a launcher's worker (joblib) starts no further job of the sweep
+            _end(run.info.run_id, "KILLED",
+                 "interrupted by SIGTERM" if isinstance(error, Terminated) else "interrupted (Ctrl-C)")
             raise
         except BaseException as error:
-            _end("FAILED", f"{type(error).__name__}: {error}")
+            unrecorded = _end(run.info.run_id, "FAILED", f"{type(error).__name__}: {error}", quiet=True)
+            if unrecorded and isinstance(error, SeqlabError):  # its "marked FAILED" would not be true
+                said = str(error).replace(" The run is marked FAILED;", "")  # it is not
+                error.args = (f"{said} The store took no more writes either ({unrecorded}): the run still "
+                              f"shows RUNNING there; trainer.resume={run.info.run_id} continues it once the store "
+                              "works again.",)
+            elif unrecorded:
+                log.error(f"Could not mark run {run.info.run_id} FAILED in the MLflow store ({unrecorded}); it "
+                          f"shows RUNNING there; trainer.resume={run.info.run_id} continues it.")
             raise
         else:
-            mlflow.end_run("FINISHED")
+            end_run(run.info.run_id, "FINISHED")
 
 
-def _end(status: str, message: str) -> None:
-    with contextlib.suppress(Exception):
-        mlflow.set_tag("error", redact_uri(message)[:5000])
-    mlflow.end_run(status)
+def _end(run_id: str, status: str, message: str, quiet: bool = False) -> str | None:
+    """End the run `status` with `message` as its error tag, and fail a model it was logging (left PENDING).
+    A second Ctrl-C or SIGTERM (a process group's, a launcher's) waits until the run is ended. A store that takes no
+    more writes (a full disk): returns what it said (logged too unless `quiet`), not a second traceback."""
+    with interrupts_deferred():
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", redact_uri(message)[:5000])
+        with contextlib.suppress(Exception):
+            fail_pending_models(run_id)
+        try:
+            end_run(run_id, status)
+        except Exception as error:
+            cause = store_error_text(error)
+            if not quiet:
+                log.error(f"Could not mark run {run_id} {status} in the MLflow store ({cause}); it shows RUNNING "
+                          f"there; trainer.resume={run_id} continues it.")
+            return cause
+    return None
+
+
+def store_error_text(error: BaseException) -> str:
+    """What a store error says happened ("database or disk is full"), not SQLAlchemy's preamble around it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        said = re.match(r"\([\w.]+\) (.+)", line)  # "(sqlite3.OperationalError) database or disk is full"
+        if said:
+            return redact_uri(said.group(1))
+    return redact_uri(lines[0]) if lines else type(error).__name__
+
+
+def end_run(run_id: str, status: str) -> None:
+    """mlflow.end_run, whose run leaves the active stack even when the store refuses the write; the status write
+    is then retried while the store is busy (seqlab.tracking.when_store_free)."""
+    try:
+        mlflow.end_run(status)
+    except Exception as error:
+        if not store_busy(error):
+            raise
+        when_store_free(MlflowClient().set_terminated, run_id, status, what=f"end run {run_id} {status}")
+
+
+STORE_BUSY_SECONDS = 300  # how long a write waits for a SQLite store that another process holds
+
+
+def store_busy(error: BaseException) -> bool:
+    return "database is locked" in str(error)  # SQLite's answer once MLflow's 20 s busy timeout is over
+
+
+def when_store_free(call, *args, what: str, **kwargs):
+    """`call(*args, **kwargs)`, retried while the SQLite store is locked by another process (a long transaction, a
+    backup, a `sqlite3` shell), for up to STORE_BUSY_SECONDS with a message; then its error is raised. A locked
+    write changes nothing, so it can be repeated."""
+    deadline, waited = time.monotonic() + STORE_BUSY_SECONDS, False
+    while True:
+        try:
+            result = call(*args, **kwargs)
+            if waited:
+                log.info(f"the MLflow store is free again: {what} done")
+            return result
+        except Exception as error:
+            if not store_busy(error) or time.monotonic() > deadline:
+                raise
+            if not waited:
+                log.warning(f"the MLflow store is busy (another process holds its write lock): waiting up to "
+                            f"{STORE_BUSY_SECONDS} s to {what}")
+            waited = True
+            time.sleep(2)
+
+
+def fail_pending_models(run_id: str) -> None:
+    """A model that was being logged when the run stopped stays PENDING (and listed) in MLflow: mark it FAILED."""
+    from mlflow.entities import LoggedModelStatus
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    for model in client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run_id}'"):
+        if model.status == LoggedModelStatus.PENDING:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
 
 def _main_thread() -> bool:
@@ -475,7 +578,59 @@ def log_config(cfg: DictConfig) -> None:
 # the data_fingerprint tag (same data, same vocabulary) and the checkpoint/ artifacts (weights, optimizer
 # state, epochs done). So a run can be resumed from any machine that sees the store.
 
-RESUME_OVERRIDABLE = ("trainer.resume", "trainer.progress", "tracking.uri", "data_dir", "cache_dir")
+RESUME_OVERRIDABLE = ("trainer.resume", "trainer.takeover", "trainer.progress", "tracking.uri", "data_dir",
+                      "cache_dir")
+OWNER_TAG = "seqlab.owner"  # host:pid:start time of the process that trains the run (resume refuses a live one)
+
+
+def process_owner(pid: int | None = None) -> str:
+    """This process as a run's owner: its start time tells a live owner from a later process given the same pid."""
+    import socket
+
+    import psutil
+
+    process = psutil.Process(pid)
+    return f"{socket.gethostname()}:{process.pid}:{int(process.create_time())}"
+
+
+def owner_state(owner: str) -> str:
+    """'alive' or 'gone' for an owner on this host, 'elsewhere' for one on another host (unknowable from here)."""
+    import socket
+
+    import psutil
+
+    host, pid, started = (owner.rsplit(":", 2) + ["", ""])[:3]
+    if host != socket.gethostname():
+        return "elsewhere"
+    try:
+        alive = int(psutil.Process(int(pid)).create_time()) == int(started)
+    except (psutil.Error, ValueError):  # no such process (any more)
+        alive = False
+    return "alive" if alive else "gone"
+
+
+def check_not_trained_elsewhere(cfg: DictConfig, run) -> None:
+    """A RUNNING run may be resumed only when the process that trained it is gone: two processes writing into one
+    run would duplicate its epochs, test metrics and model. Raises ConfigError."""
+    run_id, owner = run.info.run_id, run.data.tags.get(OWNER_TAG)
+    if owner is None:  # a run of an earlier seqlab: no owner recorded
+        log.warning(f"run {run_id} is marked {run.info.status}: its process died without ending it, or is still "
+                    "running (then stop it first).")
+        return
+    if owner == process_owner():  # this process, whose earlier attempt could not end the run (a full disk)
+        return
+    host, pid = (owner.rsplit(":", 2) + [""])[:2]
+    state = owner_state(owner)
+    if state == "alive":
+        raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run that process {pid} on this host is still "
+                          f"training. Stop it first (kill -TERM {pid} ends the run KILLED, resumable from its last "
+                          "epoch) or wait for it to end.")
+    if state == "elsewhere" and not cfg.trainer.takeover:
+        raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run marked {run.info.status} by process {pid} "
+                          f"on host {host!r}, which cannot be checked from here. If that process is gone (its machine "
+                          "or job was killed), add trainer.takeover=true to continue the run here; if it still trains, "
+                          "stop it first: two processes writing into one run duplicate its epochs.")
+    log.info(f"run {run_id} is marked {run.info.status} but its process ({pid} on {host}) is gone: continuing it here")
 
 
 def resumable_run(cfg: DictConfig):
@@ -500,8 +655,7 @@ def resumable_run(cfg: DictConfig):
         raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run that already FINISHED: there is "
                           "nothing to resume. Start a new run instead (without trainer.resume).")
     if run.info.status in ("RUNNING", "SCHEDULED"):
-        log.warning(f"run {run_id} is marked {run.info.status}: its process died without ending it, "
-              "or is still running (then stop it first).")
+        check_not_trained_elsewhere(cfg, run)
     return run
 
 

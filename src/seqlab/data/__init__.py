@@ -24,6 +24,9 @@ class DatasetConfig:
     path: Optional[str] = None  # a file or folder; else looked up under data_dir (else downloaded, where possible)
     max_train: Optional[int] = None  # cap examples (stratified, seeded); null = all
     max_test: Optional[int] = None  # cap test examples (stratified; the same sample for every trainer.seed)
+    # Seeds the test sample (max_test) and a custom file's test split, apart from trainer.seed: runs of several seeds
+    # are scored on the same examples, so a seed group's spread is the model's and compare --baseline pairs them.
+    split_seed: int = 0
     validation_split: float = 0.1  # held out of train (seeded, stratified); the test set is used once, at the end
 
 
@@ -61,7 +64,7 @@ class ThreadsConfig(DatasetConfig):
 class CustomConfig(DatasetConfig):
     """The user's own file: one text, one thread or one message per row (seqlab.data.custom)."""
 
-    test_path: Optional[str] = None  # null = a stratified test_split of path (the same for every trainer.seed)
+    test_path: Optional[str] = None  # null = a stratified test_split of path, drawn with dataset.split_seed
     test_split: float = 0.2
     text_column: Optional[str] = None
     messages_column: Optional[str] = None

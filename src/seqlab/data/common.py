@@ -14,9 +14,16 @@ from seqlab.errors import DataError
 # Raw examples are single strings. A thread's messages are joined with this separator (newlines inside
 # a message become spaces), so one string input serves flat and hierarchical models alike.
 MESSAGE_SEPARATOR = "\n"
-# The test sample (dataset.max_test, a custom file's test_split) does not follow trainer.seed: runs of several seeds
-# are scored on the same examples, so their spread is the model's and `compare --baseline` can pair them.
+# The test sample (dataset.max_test, a custom file's test_split) does not follow trainer.seed but dataset.split_seed
+# (this default where a config has none: a stored run of an earlier seqlab): runs of several seeds are scored on the
+# same examples, so their spread is the model's and `compare --baseline` can pair them.
 TEST_SEED = 0
+
+
+def split_seed(cfg) -> int:
+    """The seed of the test split and sample: dataset.split_seed, never trainer.seed."""
+    seed = cfg.dataset.get("split_seed")
+    return TEST_SEED if seed is None else int(seed)
 
 
 @dataclass
@@ -136,7 +143,7 @@ def finish_splits(name: str, train: Examples, test: Examples, class_names: list[
         raise DataError(f"The training data of dataset '{name}' ({source}) has only one class "
                         f"({class_names[int(train.labels[0])]!r}); a classifier needs at least two.")
     train = stratified_sample(train, d.max_train, seed, "train")
-    test = stratified_sample(test, d.max_test, TEST_SEED, "test")
+    test = stratified_sample(test, d.max_test, split_seed(cfg), "test")
     fold = cfg.trainer.get("cv_fold")
     if fold is not None:  # cross-validation: folds of train (and an official validation split), never of test
         pool = train if validation is None else train + validation

@@ -22,13 +22,15 @@ import gzip
 import json
 import logging
 import re
+import zlib
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from seqlab.data.common import TEST_SEED, Examples, finish_splits, join_messages, split_off
+from seqlab.data.common import Examples, finish_splits, join_messages, split_off, split_seed
 from seqlab.errors import ConfigError, DataError
 
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -58,7 +60,10 @@ def load(cfg):
     class_names = sorted(set(train.labels), key=label_order)
     all_train = train.to_examples(class_names, path)
     if test is None:
-        all_train, test_examples = split_off(all_train, d.test_split, TEST_SEED, "test")
+        seed = split_seed(cfg)
+        all_train, test_examples = split_off(all_train, d.test_split, seed, "test")
+        log.info(f"'{path.name}': the test split is a stratified {d.test_split} of it, drawn with "
+                 f"dataset.split_seed={seed} (the same for every trainer.seed).")
         missing = sorted(set(range(len(class_names))) - set(all_train.labels.tolist()))
         if missing:
             raise DataError(f"'{path}': class {class_names[missing[0]]!r} has too few examples to appear in both "
@@ -114,7 +119,10 @@ def read_table(path: Path, encoding: str = "utf-8", on_bad_lines: str = "error")
         frame = _read_csv(path, encoding, on_bad_lines)
     else:
         try:
-            frame = pd.read_parquet(path)
+            import pyarrow.parquet
+
+            # integer columns with gaps stay integers (pandas would make 7 into 7.0 and large ids inexact)
+            frame = pyarrow.parquet.read_table(path).to_pandas(integer_object_nulls=True)
         except Exception as error:  # pyarrow raises many types for a file that is not Parquet
             raise DataError(f"'{path}' could not be read as Parquet ({type(error).__name__}: "
                             f"{str(error).splitlines()[0] if str(error) else ''}).") from None
@@ -127,6 +135,26 @@ def read_table(path: Path, encoding: str = "utf-8", on_bad_lines: str = "error")
 
 def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _gzip_damage(path: Path) -> DataError | None:
+    """The error for a .gz file that is cut off or damaged, found by reading it to its end (where gzip checks its
+    CRC and length), or None when the file is sound or not gzip: what else went wrong is then the content's fault."""
+    if path.suffix.lower() != ".gz":
+        return None
+    try:
+        with gzip.open(path, "rb") as file:
+            while file.read(1 << 20):
+                pass
+    except EOFError as error:
+        return DataError(f"'{path}' is a truncated gzip file ({error}): it was cut off, e.g. by an interrupted "
+                         "download or copy. Get the whole file again (gzip -t FILE checks one).")
+    except (gzip.BadGzipFile, zlib.error) as error:
+        return DataError(f"'{path}' is a corrupt gzip file ({error}): its compressed data are damaged. Get an intact "
+                         "copy again (gzip -t FILE checks one).")
+    except OSError:
+        return None  # unreadable: the caller's message says so
+    return None
 
 
 def _decode_error(path: Path, encoding: str, where: str, error: UnicodeDecodeError) -> DataError:
@@ -143,7 +171,7 @@ def _read_jsonl(path: Path, encoding: str, on_bad_lines: str) -> pd.DataFrame:
                 try:
                     line = raw.decode(encoding)
                 except UnicodeDecodeError as error:
-                    raise _decode_error(path, encoding, f"line {number}", error) from None
+                    raise _gzip_damage(path) or _decode_error(path, encoding, f"line {number}", error) from None
                 if number == 1:
                     line = line.lstrip("\ufeff")  # a byte-order mark
                 if not line.strip():
@@ -155,6 +183,9 @@ def _read_jsonl(path: Path, encoding: str, on_bad_lines: str) -> pd.DataFrame:
                     problem = f"not valid JSON: {getattr(error, 'msg', 'nested too deeply')}"
                 if problem:
                     if on_bad_lines != "skip":
+                        damage = _gzip_damage(path)  # garbage from a damaged stream comes before gzip's CRC check
+                        if damage:
+                            raise damage
                         raise DataError(f"'{path}' line {number} is {problem}. Each line must be one JSON object "
                                         "(a thread or a text with its label); set dataset.on_bad_lines=skip to skip "
                                         "bad lines.")
@@ -162,12 +193,13 @@ def _read_jsonl(path: Path, encoding: str, on_bad_lines: str) -> pd.DataFrame:
                     continue
                 records.append(record)
                 locations.append(f"line {number}")
-    except (OSError, EOFError) as error:  # unreadable, or a broken .gz
-        raise DataError(f"'{path}' could not be read: {error}.") from None
+    except (OSError, EOFError, zlib.error) as error:  # unreadable, or a broken .gz
+        raise _gzip_damage(path) or DataError(f"'{path}' could not be read: {error}.") from None
     if bad:
         log.warning(f"skipped {len(bad)} malformed line(s) of '{path}' (dataset.on_bad_lines=skip), first at line "
                     f"{bad[0]}.")
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    # object columns: an integer column with a gap stays integers (7, not 7.0), each value as JSON gave it
+    frame = pd.DataFrame(records, dtype=object) if records else pd.DataFrame()
     frame[LOCATION] = locations
     return frame
 
@@ -181,10 +213,13 @@ def _read_csv(path: Path, encoding: str, on_bad_lines: str) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, **options)
     except UnicodeDecodeError as error:
-        raise _decode_error(path, encoding, "in the file", error) from None
+        raise _gzip_damage(path) or _decode_error(path, encoding, "in the file", error) from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"'{path}' is empty: no header line and no rows.") from None
-    except (pd.errors.ParserError, csv.Error, ValueError, OSError, EOFError) as error:
+        raise _gzip_damage(path) or DataError(f"'{path}' is empty: no header line and no rows.") from None
+    except (pd.errors.ParserError, csv.Error, ValueError, OSError, EOFError, zlib.error) as error:
+        damage = _gzip_damage(path)
+        if damage:
+            raise damage from None
         message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise DataError(f"'{path}' could not be read as CSV ({message}). Set dataset.on_bad_lines=skip to skip "
                         "lines with too many fields.") from None
@@ -332,7 +367,7 @@ def frame_records(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_line
         texts.append(text)
         problems.append(None if text.strip() else
                         ("a thread with no messages" if columns.layout != "text" else "an empty text"))
-    labels = [_label_text(value) for value in frame[columns.label]]
+    labels = names(frame[columns.label], path, "labels", "class")
     problems = [p or (None if label is not None else f"no label (column {columns.label!r})")
                 for p, label in zip(problems, labels)]
     metadata = _metadata(frame, columns.metadata, path) if columns.metadata else None
@@ -350,7 +385,7 @@ def frame_records(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_line
         raise DataError(f"'{path}' holds no usable records: every one lacks a text or a label.")
     id_column = columns.thread_id if columns.layout == "per_message" else next(
         (c for c in ID_COLUMNS if c in frame.columns), None)
-    ids = None if id_column is None else [str(v) for v in frame[id_column]]
+    ids = None if id_column is None else [written(v) or "" for v in frame[id_column]]  # as written; missing: ""
     chosen = np.flatnonzero(keep)
     return Records(texts=[texts[i] for i in chosen], labels=[labels[i] for i in chosen],
                    metadata=None if metadata is None else metadata[chosen],
@@ -386,13 +421,60 @@ def _cell_text(value) -> str:
         return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
-def _label_text(value) -> str | None:
-    if _is_missing(value) or isinstance(value, (list, dict, np.ndarray)):
+# --- labels and ids: one rule for every format -------------------------------------------------------------
+# A label or thread id is text; text that reads as a decimal number names that number, by its shortest spelling
+# ('01', '1.0', JSON 1.0 -> '1'; '1.50' -> '1.5'), so a class or a thread is the same whatever file holds it.
+
+NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")  # ASCII digits only
+
+
+def written(value) -> str | None:
+    """A cell as its file writes it (None when missing): text as is, numbers of JSON or Parquet as Python prints
+    them (7, 1.0, 1.5), so that ids come back as they went in."""
+    if _is_missing(value):
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # 1.0 and 1 are the same class
-    text = _cell_text(value).strip()
-    return text or None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(value)  # the shortest spelling that reads back as the same number
+    return _cell_text(value)
+
+
+def canonical(text: str) -> str:
+    """The name of a label or thread id: text stripped, and text that reads as a decimal number as that number's
+    shortest spelling ('01', '1.0', '+1', '1e0' -> '1'; '1.50' -> '1.5')."""
+    text = text.strip()
+    if not NUMBER.fullmatch(text):
+        return text
+    number = Decimal(text).normalize(Context(prec=len(text) + 2))  # exact: long numeric ids stay apart
+    if number.is_zero():
+        return "0"
+    if abs(number.adjusted()) > 40:
+        return str(number)  # '1E+400', not 400 zeros
+    return format(number, "f")
+
+
+def names(values, path: Path, what: str, one: str) -> list[str | None]:
+    """canonical() of each value (None for missing ones), with a warning where one number is written in several
+    ways: they become one `one` (class, thread), which the user may not expect."""
+    spellings: dict[str, list[str]] = {}
+    result = []
+    for value in values:
+        text = None if isinstance(value, (list, dict, np.ndarray)) else written(value)
+        name = canonical(text) if text is not None else ""
+        result.append(name or None)
+        if name and text.strip() not in spellings.setdefault(name, []):
+            spellings[name].append(text.strip())
+    merged = {name: spelled for name, spelled in spellings.items() if len(spelled) > 1}
+    if merged:
+        name, spelled = next(iter(merged.items()))
+        more = f" ({len(merged)} numbers written in several ways in all)" if len(merged) > 1 else ""
+        log.warning(f"'{path}': {what} spelled {', '.join(map(repr, spelled[:5]))} are one number, so one {one} "
+                    f"{name!r}{more}. Labels and thread ids that read as numbers are compared as numbers in every "
+                    "format; write them as text (e.g. 'v01') to keep different spellings apart.")
+    return result
 
 
 def _metadata(frame: pd.DataFrame, names: list[str], path: Path) -> np.ndarray:
@@ -482,13 +564,13 @@ def _group_messages(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_li
 
     A thread's label must be the same on all its rows; its metadata are the first non-missing values.
     """
-    frame = frame[~frame[columns.thread_id].map(_is_missing)]
+    keys, frame = thread_keys(frame, columns.thread_id, path)
     if frame.empty:
         raise DataError(f"'{path}': every row lacks a thread id (column {columns.thread_id!r}).")
-    keys = frame[columns.thread_id].astype(str)
     speakers = frame[columns.speaker] if columns.speaker else pd.Series([None] * len(frame), index=frame.index)
     lines = [message_text(text, speaker_tokens, speaker) for text, speaker in zip(frame[columns.text], speakers)]
-    grouped = pd.DataFrame({"key": keys.to_numpy(), "line": lines, "label": frame[columns.label].map(_label_text),
+    grouped = pd.DataFrame({"key": keys, "shown": frame[columns.thread_id].map(written).to_numpy(), "line": lines,
+                            "label": names(frame[columns.label], path, "labels", "class"),
                             LOCATION: frame[LOCATION].to_numpy()})
     rows = []
     for key, group in grouped.groupby("key", sort=False):
@@ -496,13 +578,21 @@ def _group_messages(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_li
         text: object = join_messages([line for line in group["line"] if line])
         if len(labels) > 1:
             text = Problem(f"thread {key!r} with different labels on its rows ({', '.join(map(repr, labels[:3]))})")
-        rows.append({columns.thread_id: key, "_seqlab_thread": text, columns.label: labels[0] if labels else None,
-                     LOCATION: group[LOCATION].iloc[0]})
+        rows.append({"_seqlab_key": key, columns.thread_id: group["shown"].iloc[0], "_seqlab_thread": text,
+                     columns.label: labels[0] if labels else None, LOCATION: group[LOCATION].iloc[0]})
     threads = pd.DataFrame(rows)
     if columns.metadata:
-        first = frame.assign(_key=keys).groupby("_key", sort=False)[columns.metadata].first()
-        threads = threads.join(first, on=columns.thread_id)
+        first = frame.assign(_seqlab_key=keys).groupby("_seqlab_key", sort=False)[columns.metadata].first()
+        threads = threads.join(first, on="_seqlab_key")
     return threads
+
+
+def thread_keys(frame: pd.DataFrame, column: str, path) -> tuple[list[str], pd.DataFrame]:
+    """(the thread key of each row, the rows that have one): a thread id is text, and JSON 1, "1" and 1.0 (CSV 1,
+    1.0, 01) name one thread, by the rule of labels (canonical); rows without an id are left out."""
+    keys = names(frame[column], path, "thread ids", "thread")
+    present = np.asarray([key is not None for key in keys], dtype=bool)
+    return [key for key in keys if key is not None], frame[present]
 
 
 def metadata_values(frame: pd.DataFrame, columns: list[str], source: str, error: type[Exception] = DataError):
