@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seqlab import pipeline
+from seqlab.config import validate
 from seqlab.data.common import DatasetSplits, Examples
 from seqlab.errors import ConfigError
 from seqlab.models import MODELS, build_model, loss_for
@@ -135,8 +136,8 @@ def test_bucketing_null_resolves_per_model_and_switches_to_post_padding():
 
 
 def test_bucketing_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match="trainer.bucket_boundaries"):
-        pipeline.resolve_bucketing(compose_config(["trainer.bucket_boundaries=[64,32]"]))
+    with pytest.raises(ConfigError, match="trainer.bucket_boundaries"):  # validation, before any run starts
+        validate(compose_config(["trainer.bucket_boundaries=[64,32]"]))
     if HIERARCHICAL_MODELS:
         name = sorted(HIERARCHICAL_MODELS)[0]
         with pytest.raises(ConfigError, match="trainer.bucketing=true"):

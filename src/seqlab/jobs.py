@@ -25,6 +25,11 @@ class SweepJob:
     swept: list[str] | None = None  # the keys the sweep varies: its children are named by these
     sweep_pid: int | None = None  # the sweep's own process: a job elsewhere runs in a launcher's worker
 
+    @property
+    def in_launcher_worker(self) -> bool:
+        """This job runs in a worker process of the launcher (joblib's), not in the sweep's own process."""
+        return self.sweep_pid is not None and self.sweep_pid != os.getpid()
+
 
 _stop: list[bool] = []  # set in a launcher's worker process that received SIGTERM or Ctrl-C (seqlab.sweep)
 

@@ -59,12 +59,6 @@ def resolve_bucketing(cfg: DictConfig, default: bool | None = None) -> DictConfi
         bucketing = t.bucketing
     else:
         bucketing = (model_info(cfg.model.name).bucketed if default is None else default) and not hierarchical
-    if t.bucket_boundaries is not None:
-        boundaries = list(t.bucket_boundaries)
-        if not boundaries or any(b < 1 for b in boundaries) or boundaries != sorted(set(boundaries)):
-            raise ConfigError(f"Config key 'trainer.bucket_boundaries' is {boundaries}; it must be a strictly "
-                              "increasing list of positive lengths (e.g. [64,128,256]), or null to derive them from "
-                              "the training lengths.")
     resolved = copy.deepcopy(cfg)
     resolved.trainer.bucketing = bool(bucketing)
     if bucketing and resolved.preprocess.padding != "post":

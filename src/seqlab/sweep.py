@@ -247,8 +247,9 @@ class MlflowSweepCallback(Callback):
         found = []
         for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, status="RUNNING"):
             owner = run.data.tags.get(tracking.OWNER_TAG, "")
-            if tracking.owner_state(owner) == "alive" and int(owner.rsplit(":", 2)[1]) != os.getpid():
-                found.append((int(owner.rsplit(":", 2)[1]), run))
+            pid = int(tracking.owner_parts(owner)[1] or 0)
+            if tracking.owner_state(owner) == "alive" and pid != os.getpid():
+                found.append((pid, run))
         return found
 
     def _end_orphaned_children(self, client) -> None:
@@ -278,7 +279,7 @@ class MlflowSweepCallback(Callback):
                            trial.number if trial else int(config.hydra.job.num), self.sweep.bucketing,
                            self.sweep.swept, self.sweep.sweep_pid)
             os.environ[SWEEP_ENV] = json.dumps(job.__dict__)
-            if os.getpid() != self.sweep.sweep_pid and threading.current_thread() is threading.main_thread():
+            if job.in_launcher_worker and threading.current_thread() is threading.main_thread():
                 for number in (signal.SIGINT, signal.SIGTERM):  # a launcher's worker: stop with the sweep, not die
                     signal.signal(number, lambda signum, frame: request_stop())
         _end_leaked_runs("FAILED")

@@ -408,21 +408,19 @@ def tracked_run(cfg: DictConfig, experiment_id: str, tags: dict[str, str], resum
             raise_if_interrupted()  # a Ctrl-C that nothing raised still ends the run KILLED
         except KeyboardInterrupt as error:
             job = current_job()
-            if job is not None and job.sweep_pid not in (None, os.getpid()):
+            if job is not None and job.in_launcher_worker:
                 request_stop()  # a launcher's worker (joblib) starts no further job of the sweep
             _end(run.info.run_id, "KILLED",
                  "interrupted by SIGTERM" if isinstance(error, Terminated) else "interrupted (Ctrl-C)")
             raise
         except BaseException as error:
-            unrecorded = _end(run.info.run_id, "FAILED", f"{type(error).__name__}: {error}", quiet=True)
-            if unrecorded and isinstance(error, SeqlabError):  # its "marked FAILED" would not be true
-                said = str(error).replace(" The run is marked FAILED;", "")  # it is not
+            ours = isinstance(error, SeqlabError)  # its message is amended below; others' get a line of their own
+            unrecorded = _end(run.info.run_id, "FAILED", f"{type(error).__name__}: {error}", quiet=ours)
+            if unrecorded and ours:  # its "marked FAILED" would not be true
+                said = str(error).replace(" The run is marked FAILED;", "")
                 error.args = (f"{said} The store took no more writes either ({unrecorded}): the run still "
                               f"shows RUNNING there; trainer.resume={run.info.run_id} continues it once the store "
                               "works again.",)
-            elif unrecorded:
-                log.error(f"Could not mark run {run.info.run_id} FAILED in the MLflow store ({unrecorded}); it "
-                          f"shows RUNNING there; trainer.resume={run.info.run_id} continues it.")
             raise
         else:
             end_run(run.info.run_id, "FINISHED")
@@ -593,13 +591,19 @@ def process_owner(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{process.pid}:{int(process.create_time())}"
 
 
+def owner_parts(owner: str) -> tuple[str, str, str]:
+    """host, pid and start time of a `process_owner` value ('' for what a malformed one lacks)."""
+    host, pid, started = (owner.rsplit(":", 2) + ["", ""])[:3]
+    return host, pid, started
+
+
 def owner_state(owner: str) -> str:
     """'alive' or 'gone' for an owner on this host, 'elsewhere' for one on another host (unknowable from here)."""
     import socket
 
     import psutil
 
-    host, pid, started = (owner.rsplit(":", 2) + ["", ""])[:3]
+    host, pid, started = owner_parts(owner)
     if host != socket.gethostname():
         return "elsewhere"
     try:
@@ -619,7 +623,7 @@ def check_not_trained_elsewhere(cfg: DictConfig, run) -> None:
         return
     if owner == process_owner():  # this process, whose earlier attempt could not end the run (a full disk)
         return
-    host, pid = (owner.rsplit(":", 2) + [""])[:2]
+    host, pid, _ = owner_parts(owner)
     state = owner_state(owner)
     if state == "alive":
         raise ConfigError(f"Config key 'trainer.resume' is {run_id!r}, a run that process {pid} on this host is still "
