@@ -91,7 +91,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    from seqlab import pipeline, train
+    from seqlab.features import pipeline
+    from seqlab.workflow import train
     from seqlab.data import load_dataset
 
     cfg = compose([f"preprocess.max_length={args.max_length}", "preprocess.padding=post", "model=lstm"])

@@ -60,8 +60,8 @@ def compose(items: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from seqlab.config import config_dir
-    from seqlab.config import register_configs
+    from seqlab.config.compose import config_dir
+    from seqlab.config.compose import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -71,7 +71,7 @@ def compose(items: list[str]):
 
 def run_tokenize(items: list[str]) -> dict:
     """Tokenizing every split: once into an empty cache, then from it."""
-    from seqlab import pipeline
+    from seqlab.features import pipeline
     from seqlab.data import load_dataset
 
     cfg = compose(items)
@@ -99,7 +99,7 @@ def run_plain_keras(items: list[str]) -> dict:
     """The tutorial's script, in plain Keras, on seqlab's word ids (pre-padded to max_length, as the tutorial)."""
     import keras
 
-    from seqlab import pipeline
+    from seqlab.features import pipeline
     from seqlab.data import load_dataset
 
     cfg = compose([*items, "trainer.bucketing=false"])
@@ -138,7 +138,8 @@ def run_seqlab(items: list[str], bucketing: bool, store: Path) -> dict:
     """`seqlab train` as a user runs it (Hydra, MLflow, checkpoints, logged model), its figures read from MLflow."""
     from mlflow.tracking import MlflowClient
 
-    from seqlab import cli, train
+    from seqlab.cli import entry as cli
+    from seqlab.workflow import train
 
     first_step = []
     original = train.EpochLogger.on_train_begin
@@ -172,10 +173,12 @@ def run_steps(items: list[str], batches: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from seqlab import pipeline, train
+    from seqlab.features import pipeline
+    from seqlab.workflow import train
     from seqlab.data import load_dataset
-    from seqlab.models import build_model, loss_for
-    from seqlab.preprocess import InputSpec
+    from seqlab.models.catalog import build_model
+    from seqlab.models.layers import loss_for
+    from seqlab.features.preprocess import InputSpec
 
     runs = {}
     for name, bucketing in (("padded", False), ("bucketed", True)):
@@ -211,7 +214,8 @@ def run_steps(items: list[str], batches: int) -> dict:
 
 def run_startup(items: list[str], store: Path) -> dict:
     """`seqlab train` (the default: bucketed LSTM) up to its first training step, then exit: start-up alone."""
-    from seqlab import cli, train
+    from seqlab.cli import entry as cli
+    from seqlab.workflow import train
 
     def on_train_begin(self, logs=None):
         print("BENCH_RESULT " + json.dumps({"startup_seconds": time.perf_counter() - STARTED,

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark_models import DOCS, machine, write_between_markers
-from seqlab.compare import search, to_markdown
+from seqlab.analysis.compare import search, to_markdown
 
 DATASETS = ("imdb", "dailydialog", "chitchat", "persuasion")
 MODELS = {"imdb": ("bilstm", "attention_bilstm", "cnn_lstm"), "dailydialog": ("hier_lstm", "hier_conv", "bilstm"),

@@ -26,8 +26,8 @@ import optuna
 import pandas as pd
 
 from benchmark_models import DOCS, machine, write_between_markers
-from seqlab.compare import to_markdown
-from seqlab.search import counted, open_storage, storage_url
+from seqlab.analysis.compare import to_markdown
+from seqlab.search.study import counted, open_storage, storage_url
 
 SEARCHES = {  # name: (overrides, workers)
     "no_pruning": ([], 1),

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark_models import DOCS, machine, write_between_markers  # the same docs page and machine line
-from seqlab.compare import search, to_markdown
+from seqlab.analysis.compare import search, to_markdown
 
 DATASETS = ("dailydialog", "persuasion", "chitchat")
 # Each runs as the preset conf/experiment/<dataset>_<model>.yaml; fastText in its own process (a sweep's first

@@ -15,9 +15,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from seqlab.config import config_dir
-from seqlab.config import register_configs
-from seqlab.models import MODELS
+from seqlab.config.compose import config_dir
+from seqlab.config.compose import register_configs
+from seqlab.models.catalog import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("SEQLAB_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -12,13 +12,14 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from seqlab import train as train_module
-from seqlab.callbacks import LEARNING_RATE
+from seqlab.workflow import train as train_module
+from seqlab.training.callbacks import LEARNING_RATE
 from seqlab.errors import ConfigError
-from seqlab.models import build_model
-from seqlab.optimizers import OneCycle, learning_rate_schedule, make_loss
-from seqlab.preprocess import InputSpec, WordPreprocessor
-from seqlab.wordpiece import pieces_of
+from seqlab.models.catalog import build_model
+from seqlab.training.optimizers import OneCycle, learning_rate_schedule, make_loss
+from seqlab.features.preprocess import InputSpec, WordPreprocessor
+from seqlab.features.wordpiece import pieces_of
+from seqlab.training.optimizers import make_optimizer
 from tests.conftest import compose_config, tiny_model
 
 WORDS = [5, 6, 7, 8]
@@ -55,7 +56,7 @@ def test_heads_that_do_not_divide_the_width_are_a_config_error_naming_both_keys(
     with pytest.raises(ConfigError, match=r"model\.heads' is 3,.*width 8 \(model\.embedding_dim\)"):
         transformer("model.embedding_dim=8", "model.heads=3")
     with pytest.raises(ConfigError, match=r"model\.pooling"):
-        from seqlab.config import validate
+        from seqlab.config.validate import validate
 
         validate(compose_config(["model=transformer", "model.pooling=max"]))
 
@@ -140,11 +141,11 @@ def test_label_smoothing_moves_the_targets_towards_uniform():
 
 
 def test_weight_decay_is_decoupled_and_adamw_keeps_its_default_when_null():
-    decayed = train_module.make_optimizer(trainer(optimizer="adam", weight_decay=0.1))
+    decayed = make_optimizer(trainer(optimizer="adam", weight_decay=0.1))
     assert decayed.weight_decay == 0.1
-    assert train_module.make_optimizer(trainer(optimizer="adamw")).weight_decay == pytest.approx(0.004)
+    assert make_optimizer(trainer(optimizer="adamw")).weight_decay == pytest.approx(0.004)
     with pytest.raises(ConfigError, match="trainer.schedule"):
-        from seqlab.config import validate
+        from seqlab.config.validate import validate
 
         validate(compose_config(["trainer.schedule=step"]))
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from seqlab import __version__
-from seqlab.cli import log_to_stderr, main
-from seqlab.predict import read_examples
+from seqlab.cli.entry import log_to_stderr, main
+from seqlab.serving.predict import read_examples
 from seqlab.tensorflow_logs import shown
 
 # Any C++ log line TensorFlow writes, e.g. "I0000 00:00:1795847547.236388    7257 execute.cc:1775] Executing op"

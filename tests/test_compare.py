@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab.compare import main, runs_frame
+from seqlab.analysis.compare import main, runs_frame
 
 BASE = {"model.name": "lstm", "model.units": "100", "trainer.epochs": "2", "trainer.seed": "42",
         "tracking.uri": "sqlite:///mlflow.db", "tracking.run_name": "null", "data_dir": "data"}

@@ -6,7 +6,8 @@ import sys
 import pytest
 from omegaconf.errors import ValidationError
 
-from seqlab.config import to_flat_dict, validate
+from seqlab.config.compose import to_flat_dict
+from seqlab.config.validate import validate
 from seqlab.errors import ConfigError
 from tests.conftest import compose_config
 
@@ -50,7 +51,7 @@ def test_early_stopping_watches_trainer_monitor_and_restores_its_best_epoch(moni
     import numpy as np
 
     from seqlab.metrics import to_keras
-    from seqlab.train import early_stopping, kept_epoch
+    from seqlab.training.fit import early_stopping, kept_epoch
 
     cfg = compose_config([f"trainer.monitor={monitor}", "trainer.early_stopping=2"])
     validate(cfg)

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqlab.config import validate
+from seqlab.config.validate import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
+from seqlab.config.plan import data_part
 from tests.conftest import compose_config
 
 TOPICS = {"food": ["I love this pasta", "the pizza was great", "more cheese please", "what a tasty soup"],
@@ -34,8 +35,8 @@ def write_jsonl(path, rows):
 
 
 def load(path, *overrides):
-    return load_dataset(compose_config(["dataset=custom", f"dataset.path={path}", "dataset.validation_split=0.25",
-                                        *overrides]))
+    return load_dataset(data_part(compose_config(["dataset=custom", f"dataset.path={path}", "dataset.validation_split=0.25",
+                                        *overrides])))
 
 
 def test_jsonl_threads_with_metadata(tmp_path, caplog):
@@ -180,7 +181,7 @@ def test_missing_empty_and_unknown_files(tmp_path):
     with pytest.raises(DataError, match="could not be read as Parquet"):
         load(tmp_path / "fake.parquet")
     with pytest.raises(ConfigError, match="dataset.path=FILE"):
-        load_dataset(compose_config(["dataset=custom"]))
+        load_dataset(data_part(compose_config(["dataset=custom"])))
 
 
 def test_metadata_needs_a_dataset_with_metadata_columns():

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab.config import validate
+from seqlab.config.validate import validate
 from seqlab.data.common import Examples, cv_fold
 from seqlab.errors import ConfigError
+from seqlab.config.plan import data_part
 from tests.conftest import compose_config, write_aclimdb
 
 TINY = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "model.units=4",
@@ -65,7 +66,7 @@ def test_imdb_folds_keep_a_movies_reviews_together(tmp_path):
         tar.add(lists, arcname="aclImdb")
     cfg = compose_config([f"dataset.path={labeled}", f"data_dir={tmp_path / 'data'}", "trainer.cv_folds=3",
                           "trainer.cv_fold=1"])
-    data = load_dataset(cfg)
+    data = load_dataset(data_part(cfg))
     assert sorted(set(data.train.groups + data.validation.groups)) == sorted(
         f"tttr{s}{m:03d}" for s in ("pos", "neg") for m in range(6))
     assert not set(data.train.groups) & set(data.validation.groups)
@@ -97,7 +98,7 @@ def test_the_shared_url_lists_name_each_reviews_movie():
 
 @pytest.mark.slow
 def test_cv_folds_3_gives_three_fold_runs_and_a_parent_with_mean_and_std(tmp_path):
-    from seqlab.train import train
+    from seqlab.workflow.train import train
 
     data = write_aclimdb(tmp_path / "data", per_class=15)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -121,7 +122,7 @@ def test_cv_folds_3_gives_three_fold_runs_and_a_parent_with_mean_and_std(tmp_pat
     assert "loss/val_std" in parent.data.metrics
     assert value == pytest.approx(np.mean(kept))  # optimized_metric accuracy/test -> its validation side
 
-    from seqlab.compare import runs_frame
+    from seqlab.analysis.compare import runs_frame
 
     table = runs_frame(uri, "cv", metric="accuracy/val")
     assert len(table) == 1 and table["accuracy/val"].iloc[0] == pytest.approx(np.mean(kept))  # the folds stay out

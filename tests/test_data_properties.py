@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from seqlab.data import load_dataset
 from seqlab.data.custom import thread_text
 from seqlab.errors import ConfigError, DataError
-from seqlab.preprocess import HierarchicalPreprocessor, WordPreprocessor
+from seqlab.features.preprocess import HierarchicalPreprocessor, WordPreprocessor
+from seqlab.config.plan import data_part
 from tests.conftest import compose_config
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -32,7 +33,7 @@ def load_or_clean_error(content: bytes, suffix: str, *overrides: str):
         path.write_bytes(content)
         cfg = OmegaConf.merge(BASE, OmegaConf.from_dotlist([f"dataset.path={path}", *overrides]))
         try:
-            data = load_dataset(cfg)
+            data = load_dataset(data_part(cfg))
         except (DataError, ConfigError) as error:
             assert str(error).strip() and "Traceback" not in str(error)
             return None
@@ -210,6 +211,6 @@ def test_numeric_labels_name_the_same_classes_in_every_format(numbers, data):
         import pandas as pd
 
         pd.DataFrame({"text": texts, "label": [float(number) for number in labels]}).to_parquet(folder / "x.parquet")
-        names = [load_dataset(OmegaConf.merge(BASE, OmegaConf.from_dotlist([f"dataset.path={folder / name}"])))
+        names = [load_dataset(data_part(OmegaConf.merge(BASE, OmegaConf.from_dotlist([f"dataset.path={folder / name}"]))))
                  .class_names for name in ("x.csv", "x.jsonl", "x.parquet")]
     assert names[0] == names[1] == names[2] and len(names[0]) == len(numbers), names

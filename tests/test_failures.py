@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seqlab.errors import RecordingError
-from seqlab.train import train
+from seqlab.workflow.train import train
 from tests.conftest import compose_config
 
 TINY = ["model.units=4", "model.embedding_dim=4", "preprocess.max_length=12", "trainer.epochs=2",

@@ -18,9 +18,10 @@ import pytest
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
-from seqlab import tracking
+from seqlab.record.owner import OWNER_TAG, process_owner
 from seqlab.errors import ConfigError, DivergedError, Terminated
-from seqlab.train import train
+from seqlab.workflow.train import train
+from seqlab.workflow import run as run_module
 from tests.test_failures import fail_second_epoch_metrics, only_run, tiny_config
 
 SEQLAB = str(Path(sys.executable).with_name("seqlab"))
@@ -56,11 +57,9 @@ class HoldStoreLock(keras.callbacks.Callback):
 
 def test_a_store_locked_longer_than_mlflows_timeout_is_waited_for_and_no_epoch_is_lost(
         tiny_aclimdb, tracking_uri, monkeypatch, caplog):
-    from seqlab import train as train_module
-
     lock = HoldStoreLock(tracking_uri, seconds=24)
-    fit = train_module.fit
-    monkeypatch.setattr(train_module, "fit", lambda *args, callbacks=None, **kwargs: fit(
+    fit = run_module.fit
+    monkeypatch.setattr(run_module, "fit", lambda *args, callbacks=None, **kwargs: fit(
         *args, callbacks=[*(callbacks or []), lock], **kwargs))
     train(tiny_config(tiny_aclimdb, tracking_uri))
     lock.thread.join()
@@ -95,19 +94,19 @@ def interrupted_run(tiny_aclimdb, tracking_uri, monkeypatch):
         train(tiny_config(tiny_aclimdb, tracking_uri))
     monkeypatch.undo()
     run = only_run(tracking_uri)
-    assert run.data.tags[tracking.OWNER_TAG] == tracking.process_owner()  # the process that trained it
+    assert run.data.tags[OWNER_TAG] == process_owner()  # the process that trained it
     MlflowClient(tracking_uri).update_run(run.info.run_id, status="RUNNING")
     return run.info.run_id
 
 
 def set_owner(uri: str, run_id: str, owner: str) -> None:
-    MlflowClient(uri).set_tag(run_id, tracking.OWNER_TAG, owner)
+    MlflowClient(uri).set_tag(run_id, OWNER_TAG, owner)
 
 
 def test_resuming_a_run_that_a_live_process_trains_is_refused(interrupted_run, tiny_aclimdb, tracking_uri):
     trainer = subprocess.Popen(["sleep", "60"])  # the live process that trains the run
     try:
-        set_owner(tracking_uri, interrupted_run, tracking.process_owner(trainer.pid))
+        set_owner(tracking_uri, interrupted_run, process_owner(trainer.pid))
         with pytest.raises(ConfigError, match=rf"process {trainer.pid} on this host is still training.*"
                                               rf"kill -TERM {trainer.pid}"):
             train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={interrupted_run}"))
@@ -120,7 +119,7 @@ def test_resuming_a_run_that_a_live_process_trains_is_refused(interrupted_run, t
 def test_a_run_whose_process_is_gone_is_resumed_and_one_on_another_host_needs_takeover(
         interrupted_run, tiny_aclimdb, tracking_uri):
     gone = subprocess.Popen(["true"])
-    owner = tracking.process_owner(gone.pid)
+    owner = process_owner(gone.pid)
     gone.wait()
     set_owner(tracking_uri, interrupted_run, "node-17.cluster:4242:1700000000")
     with pytest.raises(ConfigError, match=r"by process 4242 on host 'node-17.cluster'.*trainer.takeover=true"):
@@ -129,7 +128,7 @@ def test_a_run_whose_process_is_gone_is_resumed_and_one_on_another_host_needs_ta
     set_owner(tracking_uri, interrupted_run, owner)  # same host, process gone: no takeover needed
     train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={interrupted_run}"))
     run = only_run(tracking_uri)
-    assert run.info.status == "FINISHED" and run.data.tags[tracking.OWNER_TAG] == tracking.process_owner()
+    assert run.info.status == "FINISHED" and run.data.tags[OWNER_TAG] == process_owner()
     steps = [m.step for m in MlflowClient(tracking_uri).get_metric_history(interrupted_run, "loss/train")]
     assert steps == [0, 1]  # once each: one process wrote into the run at a time
 
@@ -161,9 +160,8 @@ def test_a_run_stopped_while_its_model_is_logged_leaves_no_pending_model(tiny_ac
 def test_four_first_runs_at_once_on_a_new_sqlite_store_all_start(tmp_path):
     """MLflow creates a new store's tables and runs its migrations in whichever process opens it first."""
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    script = ("import sys; from seqlab import tracking; from tests.conftest import compose_config\n"
-              "cfg = compose_config(['dataset=custom', 'dataset.path=x.csv', f'tracking.uri={sys.argv[1]}'])\n"
-              "experiment = tracking.configure(cfg)\n"
+    script = ("import sys; from seqlab.record.store import configure\n"
+              "experiment = configure(sys.argv[1], 'custom', 'custom')\n"
               "import mlflow; mlflow.MlflowClient().create_run(experiment); print('ok')\n")
     environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     processes = [subprocess.Popen([sys.executable, "-c", script, uri], stdout=subprocess.PIPE,

@@ -7,6 +7,7 @@ import pytest
 
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError, DataError
+from seqlab.config.plan import data_part
 from tests.conftest import compose_config
 
 WORDS = ["the", "film", "a", "movie", "great", "awful", "loved", "hated", "wonderful", "boring", "acting", "plot"]
@@ -38,7 +39,7 @@ def write_imdb_npz(folder, per_class=6, word_index=True):
 
 
 def load(*overrides):
-    return load_dataset(compose_config(["dataset=imdb_keras", *overrides]))
+    return load_dataset(data_part(compose_config(["dataset=imdb_keras", *overrides])))
 
 
 def test_ids_are_decoded_to_words_with_labels(tmp_path):
@@ -118,8 +119,8 @@ def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from seqlab.predict import load as load_logged_model, model_metadata, predict_texts
-    from seqlab.train import train
+    from seqlab.serving.predict import load as load_logged_model, model_metadata, predict_texts
+    from seqlab.workflow.train import train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose_config(["dataset=imdb_keras", f"dataset.path={write_imdb_npz(tmp_path / 'keras', per_class=24)}",
@@ -135,7 +136,7 @@ def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path
     model = load_logged_model(f"runs:/{run.info.run_id}/model")
     class_names = model_metadata(f"runs:/{run.info.run_id}/model")["class_names"]
     assert class_names == ["neg", "pos"]
-    data = load_dataset(cfg)
+    data = load_dataset(data_part(cfg))
     predicted = predict_texts(model, data.test.texts)["label"].map(class_names.index).to_numpy()
     assert np.mean(predicted == data.test.labels) == pytest.approx(run.data.metrics["accuracy/test"], abs=1e-9)
     # raw text with punctuation and capitals goes through the same preprocessing

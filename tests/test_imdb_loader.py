@@ -9,11 +9,12 @@ import pytest
 from seqlab.data import load_dataset
 from seqlab.data.imdb import find_aclimdb, read_reviews
 from seqlab.errors import DataError
+from seqlab.config.plan import data_part
 from tests.conftest import compose_config
 
 
 def load(*overrides):
-    return load_dataset(compose_config(list(overrides)))
+    return load_dataset(data_part(compose_config(list(overrides))))
 
 
 def test_folder_labels_ratings_and_splits(tiny_aclimdb):

@@ -5,9 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from seqlab.models import MODELS, build_model, loss_for
-from seqlab.preprocess import InputSpec, WordPreprocessor
-from seqlab.train import make_optimizer
+from seqlab.models.catalog import MODELS, build_model
+from seqlab.models.layers import loss_for
+from seqlab.features.preprocess import InputSpec, WordPreprocessor
+from seqlab.training.optimizers import make_optimizer
 from tests.conftest import FLAT_MODELS, compose_config, tiny_model
 
 # The architectures the tutorial and the README promise; the parametrized tests take every registered model.
@@ -30,7 +31,7 @@ def test_tutorial_lstm_has_213301_parameters():
 
 
 def test_every_registered_model_has_a_config_file():
-    from seqlab.config import config_dir
+    from seqlab.config.compose import config_dir
 
     files = {p.stem for p in (config_dir() / "model").glob("*.yaml")}
     assert set(MODELS) <= files
@@ -218,7 +219,7 @@ def test_rating_target_trains_an_eight_class_model(tiny_aclimdb, tracking_uri):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from seqlab.train import train
+    from seqlab.workflow.train import train
 
     cfg = compose_config([f"dataset.path={tiny_aclimdb}", "dataset.target=rating", *tiny_model("cnn_lstm"),
                           "preprocess.max_length=12", "preprocess.padding=post", "trainer.epochs=1",
@@ -257,7 +258,7 @@ def _two_adam_steps(optimizer, ids_per_step, densify=False):
 
 
 def test_lazy_adam_matches_adam_on_rows_it_sees_and_leaves_the_others_alone():
-    from seqlab.optimizers import LazyAdam
+    from seqlab.training.optimizers import LazyAdam
 
     every_row = [list(range(10)) + [3, 3], list(range(10))]  # duplicates are summed, as Adam sums them
     lazy, gradient_type = _two_adam_steps(LazyAdam(learning_rate=0.1), every_row)
@@ -284,7 +285,7 @@ def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
 
 
 def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
-    """The logged model's loader (seqlab.serving._load_pyfunc) imports seqlab's layers and
+    """The logged model's loader (seqlab.serving.pyfunc._load_pyfunc) imports seqlab's layers and
     preprocessing only; the saved inner network names its optimizer, LazyAdam."""
     import subprocess
     import sys
@@ -297,7 +298,7 @@ def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
     model.train_on_batch(preprocessor.encode(TEXTS), np.arange(len(TEXTS)) % 2)
     text = keras.Input(shape=(), dtype="string", name="text")
     keras.Model(text, model(preprocessor.apply(text))).save(tmp_path / "model.keras")
-    script = ("import keras, seqlab.models.layers, seqlab.preprocess; "
+    script = ("import keras, seqlab.serving.keras_objects; "
               f"m = keras.saving.load_model({str(tmp_path / 'model.keras')!r}, safe_mode=True); "
               "print(m.predict(keras.ops.convert_to_tensor(['loved it']), verbose=0).shape)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab import pipeline
-from seqlab.config import validate
+import dataclasses
+import json
+
+from seqlab.config.plan import resolve
+from seqlab.features import pipeline
+from seqlab.features.cache import encode_splits
+from seqlab.features.kernels import recurrent_kernels
+from seqlab.jobs import SWEEP_ENV, SweepJob
+from seqlab.config.validate import validate
 from seqlab.data.common import DatasetSplits, Examples
 from seqlab.errors import ConfigError
-from seqlab.models import MODELS, build_model, loss_for
-from seqlab.preprocess import InputSpec, WordPreprocessor
+from seqlab.models.catalog import MODELS, build_model
+from seqlab.models.layers import loss_for
+from seqlab.features.preprocess import InputSpec, WordPreprocessor
 from tests.conftest import FLAT_MODELS, HIERARCHICAL_MODELS, NEGATIVE, POSITIVE, compose_config, tiny_model
 
 
@@ -123,16 +131,18 @@ def test_every_flat_model_trains_on_buckets_and_ignores_their_padding(name, skew
 
 # --- configuration ----------------------------------------------------------------------------------
 
-def test_bucketing_null_resolves_per_model_and_switches_to_post_padding():
-    on = pipeline.resolve_bucketing(compose_config(["model=lstm"]))
+def test_bucketing_null_resolves_per_model_and_switches_to_post_padding(monkeypatch):
+    on = resolve(compose_config(["model=lstm"])).config
     assert on.trainer.bucketing is True and on.preprocess.padding == "post"
-    off = pipeline.resolve_bucketing(compose_config(["model=lstm", "trainer.bucketing=false"]))
+    off = resolve(compose_config(["model=lstm", "trainer.bucketing=false"])).config
     assert off.trainer.bucketing is False and off.preprocess.padding == "pre"
     for name in FLAT_MODELS:  # null follows each model's registered trait
-        resolved = pipeline.resolve_bucketing(compose_config([f"model={name}"])).trainer.bucketing
+        resolved = resolve(compose_config([f"model={name}"])).features.bucketing
         assert resolved is MODELS[name].bucketed
-    # a sweep across models passes one default for all (seqlab.sweep.like_for_like)
-    assert pipeline.resolve_bucketing(compose_config(["model=lstm"]), default=False).trainer.bucketing is False
+    # a sweep across models passes one default for all (seqlab.search.sweep.like_for_like)
+    job = SweepJob(name="s", parent_run_id="p", experiment_id="1", job=0, bucketing=False)
+    monkeypatch.setenv(SWEEP_ENV, json.dumps(dataclasses.asdict(job)))
+    assert resolve(compose_config(["model=lstm"])).features.bucketing is False
 
 
 def test_bucketing_config_errors_name_the_key():
@@ -140,9 +150,9 @@ def test_bucketing_config_errors_name_the_key():
         validate(compose_config(["trainer.bucket_boundaries=[64,32]"]))
     if HIERARCHICAL_MODELS:
         name = sorted(HIERARCHICAL_MODELS)[0]
-        with pytest.raises(ConfigError, match="trainer.bucketing=true"):
-            pipeline.resolve_bucketing(compose_config([f"model={name}", "trainer.bucketing=true"]))
-        assert pipeline.resolve_bucketing(compose_config([f"model={name}"])).trainer.bucketing is False
+        with pytest.raises(ConfigError, match="trainer.bucketing=true"):  # validation too
+            validate(compose_config([f"model={name}", "trainer.bucketing=true"]))
+        assert resolve(compose_config([f"model={name}"])).features.bucketing is False
 
 
 def test_derived_boundaries_are_quantiles_capped_by_max_length():
@@ -165,7 +175,7 @@ def splits(train_texts):
 def test_cache_hit_skips_tokenization_and_gives_identical_arrays(tmp_path, monkeypatch):
     cfg = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=6"])
     data = splits(POSITIVE + NEGATIVE)
-    fitted, arrays, cached = pipeline.encode_splits(cfg, data)
+    fitted, arrays, cached = encode_splits(resolve(cfg).features, data)
     assert not cached and len(list((tmp_path / "tokens").glob("*.npz"))) == 1
 
     def not_again(*args, **kwargs):
@@ -173,7 +183,7 @@ def test_cache_hit_skips_tokenization_and_gives_identical_arrays(tmp_path, monke
 
     monkeypatch.setattr(WordPreprocessor, "fit", not_again)
     monkeypatch.setattr(WordPreprocessor, "encode", not_again)
-    loaded, again, cached = pipeline.encode_splits(cfg, data)
+    loaded, again, cached = encode_splits(resolve(cfg).features, data)
     assert cached
     for first, second in zip(arrays, again):
         assert first.dtype == second.dtype == np.int32 and np.array_equal(first, second)
@@ -185,24 +195,24 @@ def test_cache_hit_skips_tokenization_and_gives_identical_arrays(tmp_path, monke
 
 def test_cache_key_changes_with_the_preprocessing_and_the_data(tmp_path):
     cfg = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=6"])
-    pipeline.encode_splits(cfg, splits(POSITIVE + NEGATIVE))
-    assert pipeline.encode_splits(cfg, splits(POSITIVE + NEGATIVE))[2]
+    encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))
+    assert encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))[2]
     longer = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=7"])
-    _, arrays, cached = pipeline.encode_splits(longer, splits(POSITIVE + NEGATIVE))
+    _, arrays, cached = encode_splits(resolve(longer).features, splits(POSITIVE + NEGATIVE))
     assert not cached and arrays[0].shape[1] == 7
-    _, _, cached = pipeline.encode_splits(cfg, splits(POSITIVE + NEGATIVE[:-1]))  # another sample of the data
+    _, _, cached = encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE[:-1]))  # another sample of the data
     assert not cached
     assert len(list((tmp_path / "tokens").glob("*.npz"))) == 3
 
 
 def test_unreadable_cache_file_is_rebuilt(tmp_path):
     cfg = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=6"])
-    _, arrays, _ = pipeline.encode_splits(cfg, splits(POSITIVE + NEGATIVE))
+    _, arrays, _ = encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))
     [file] = (tmp_path / "tokens").glob("*.npz")
     file.write_bytes(b"half a file")
-    _, again, cached = pipeline.encode_splits(cfg, splits(POSITIVE + NEGATIVE))
+    _, again, cached = encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))
     assert not cached and np.array_equal(arrays[0], again[0])
-    assert pipeline.encode_splits(cfg, splits(POSITIVE + NEGATIVE))[2]
+    assert encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))[2]
 
 
 # --- GPU-ready settings, checked on CPU ------------------------------------------------------------
@@ -211,7 +221,7 @@ def test_kernel_tag_follows_kerass_cudnn_conditions():
     spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True)
 
     def kernel(name, device="gpu"):
-        return pipeline.recurrent_kernels(build_model(compose_config(tiny_model(name)).model, spec), device)
+        return recurrent_kernels(build_model(compose_config(tiny_model(name)).model, spec), device)
 
     assert kernel("lstm") == "cudnn" and kernel("bilstm") == "cudnn" and kernel("gru") == "cudnn"
     assert kernel("lstm_recurrent_dropout") == "generic"  # recurrent dropout rules cuDNN out
@@ -242,7 +252,7 @@ def test_mixed_bfloat16_and_xla_train_on_cpu_with_a_float32_output(skewed, jit_c
 def test_bucketed_run_records_its_settings_and_reuses_the_tokens(real_data_dir, tmp_path, caplog):
     import logging
 
-    from seqlab.train import train
+    from seqlab.workflow.train import train
 
     caplog.set_level(logging.INFO, logger="seqlab")
 

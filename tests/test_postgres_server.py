@@ -125,7 +125,7 @@ def test_two_search_workers_share_a_study_in_postgres(postgres, tmp_path):
     processes, exactly n_trials distinct trials."""
     import optuna
 
-    from seqlab.search import counted, open_storage
+    from seqlab.search.study import counted, open_storage
     from tests.test_search import start_worker
 
     url = postgres.replace("/mlflow?", "/optuna?")

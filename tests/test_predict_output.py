@@ -11,8 +11,8 @@ import mlflow
 import pandas as pd
 import pytest
 
-from seqlab import predict
-from seqlab import train as train_module
+from seqlab.serving import predict
+from seqlab.workflow import train as train_module
 from tests.conftest import compose_config, tiny_model
 
 POSITIVE = ["great film", "wonderful acting", "superb story", "loved it"]

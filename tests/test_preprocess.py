@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from seqlab.preprocess import WordPreprocessor
+from seqlab.features.preprocess import WordPreprocessor
 
 TRAIN = ["one two three four five six", "one two", "Seven, eight!<br />nine"]
 

@@ -3,7 +3,7 @@ dataset and model, and every benchmark row (every flat model on IMDB) has its pr
 
 import pytest
 
-from seqlab.config import validate
+from seqlab.config.validate import validate
 from tests.conftest import REPO, compose_config
 
 PRESETS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))

@@ -16,10 +16,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab import pretrained as pretrained_module
+from seqlab.pretraining import vectors as pretrained_module
 from seqlab.errors import ConfigError, DataError
-from seqlab.pretrain import KEY_TAG, pretrain
-from seqlab.train import train
+from seqlab.pretraining.pretrain import KEY_TAG, pretrain
+from seqlab.workflow.train import train
+from seqlab.config.plan import data_part, resolve
 from tests.conftest import compose_config, tiny_model
 
 MARKER = "zqxmarkerword"  # planted in test texts only
@@ -67,8 +68,8 @@ def vocabulary_of(uri, run_id) -> list[str]:
 def test_pretraining_is_recorded_and_reused_for_the_same_corpus_and_settings(tiny_dataset, tracking_uri):
     cfg = config(tiny_dataset, tracking_uri, "pretrain=word2vec", "pretrain.epochs=3", "pretrain.min_count=1",
                  "pretrain.probe_words=[great,awful]")
-    first = pretrain(cfg)
-    assert pretrain(cfg) == first  # the same key: no second run
+    first = pretrain(resolve(cfg, pretraining=True))
+    assert pretrain(resolve(cfg, pretraining=True)) == first  # the same key: no second run
     assert len(runs(tracking_uri, "pretrain")) == 1
     run = MlflowClient(tracking_uri).get_run(first)
     assert run.info.status == "FINISHED"
@@ -82,7 +83,8 @@ def test_pretraining_is_recorded_and_reused_for_the_same_corpus_and_settings(tin
     table = MlflowClient(tracking_uri).download_artifacts(first, "neighbours.md")
     assert "| great |" in Path(table).read_text()
     # another setting, another pretraining
-    other = pretrain(config(tiny_dataset, tracking_uri, "pretrain=word2vec", "pretrain.epochs=2", "pretrain.min_count=1"))
+    other = pretrain(resolve(config(tiny_dataset, tracking_uri, "pretrain=word2vec", "pretrain.epochs=2",
+                                    "pretrain.min_count=1"), pretraining=True))
     assert other != first and MlflowClient(tracking_uri).get_run(other).data.tags[KEY_TAG] != run.data.tags[KEY_TAG]
 
 
@@ -142,12 +144,12 @@ def test_a_run_from_a_vectors_file_logs_its_coverage_and_source(tiny_dataset, tr
 def built_model(cfg):
     """The model train() builds for `cfg`, with its fitted preprocessor (no training)."""
     from seqlab.data import load_dataset
-    from seqlab.models import build_model
-    from seqlab.pipeline import encode_splits
-    from seqlab.preprocess import InputSpec
+    from seqlab.models.catalog import build_model
+    from seqlab.features.cache import encode_splits
+    from seqlab.features.preprocess import InputSpec
 
-    data = load_dataset(cfg)
-    preprocessor, (x_train, _, _), _ = encode_splits(cfg, data)
+    data = load_dataset(data_part(cfg))
+    preprocessor, (x_train, _, _), _ = encode_splits(resolve(cfg).features, data)
     spec = InputSpec(cfg.preprocess.vocab_size, preprocessor.sequence_shape, data.num_classes, preprocessor.mask_zero)
     return build_model(cfg.model, spec), preprocessor, data, x_train
 
@@ -170,7 +172,7 @@ def test_a_known_words_initial_embedding_is_its_pretrained_vector(model, tiny_da
 def test_a_language_models_lstm_initialises_the_bilstm_in_both_directions(tiny_dataset, tracking_uri):
     cfg = config(tiny_dataset, tracking_uri, "pretrain=lm", "pretrain.units=4", "pretrain.sequence_length=8",
                  "pretrain.batch_size=4", "pretrain.sampled_classes=8", "pretrain.min_count=1")
-    run_id = pretrain(cfg)
+    run_id = pretrain(resolve(cfg, pretraining=True))
     vectors = pretrained_module.resolve(f"runs:/{run_id}", tracking_uri)
     assert set(vectors.lstm) == {"forward", "backward"}
     assert MlflowClient(tracking_uri).get_metric_history(run_id, "loss/val")
@@ -184,9 +186,9 @@ def test_a_language_models_lstm_initialises_the_bilstm_in_both_directions(tiny_d
 
 
 def test_frozen_pretrained_layers_do_not_change_in_frozen_epochs_and_do_afterwards(tiny_dataset, tracking_uri):
-    from seqlab.callbacks import PretrainedSchedule
-    from seqlab.models import loss_for
-    from seqlab.optimizers import scale_learning_rate
+    from seqlab.training.callbacks import PretrainedSchedule
+    from seqlab.models.layers import loss_for
+    from seqlab.training.optimizers import scale_learning_rate
 
     cfg = config(tiny_dataset, tracking_uri, model="bilstm")
     network, preprocessor, data, x_train = built_model(cfg)
@@ -242,7 +244,7 @@ def test_test_texts_in_a_corpus_file_are_left_out_and_counted(tiny_dataset, trac
     corpus.write_text(f"some unrelated text\n  {leaked.upper()} \n")
     cfg = config(tiny_dataset, tracking_uri, "pretrain=word2vec", f"pretrain.corpus=[train,{corpus}]",
                  "pretrain.min_count=1")
-    run = MlflowClient(tracking_uri).get_run(pretrain(cfg))
+    run = MlflowClient(tracking_uri).get_run(pretrain(resolve(cfg, pretraining=True)))
     assert run.data.params["corpus.test_texts_removed"] == "1" and run.data.metrics["corpus/texts"] == 72 + 1
     assert MARKER not in vocabulary_of(tracking_uri, run.info.run_id)
 
@@ -275,7 +277,7 @@ def test_imdb_unsup_reads_the_unlabeled_reviews_of_the_archive(tmp_path):
     with tarfile.open(data_dir / "aclImdb_v1.tar.gz", "w:gz") as tar:
         tar.add(folder, arcname="aclImdb")
     cfg = compose_config([f"data_dir={data_dir}", "pretrain=word2vec", "pretrain.corpus=[imdb_unsup]"])
-    assert load_corpus(cfg).texts == [f"unlabeled review {i}" for i in range(3)]
+    assert load_corpus(cfg.pretrain, data_part(cfg)).texts == [f"unlabeled review {i}" for i in range(3)]
 
 
 def test_bad_pretrained_sources_are_reported_by_key(tiny_dataset, tracking_uri, tmp_path):

@@ -13,10 +13,11 @@ import pytest
 from hydra.core.config_store import ConfigStore
 from mlflow.tracking import MlflowClient
 
-from seqlab.compare import runs_frame
-from seqlab.config import validate
+from seqlab.analysis.compare import runs_frame
+from seqlab.config.validate import validate
 from seqlab.errors import ConfigError
-from seqlab.models import MODELS, ModelConfig, register
+from seqlab.models.registry import ModelConfig, register
+from seqlab.models.catalog import MODELS
 from tests.conftest import compose_config, write_aclimdb
 
 TINY = ["dataset.max_test=20", "preprocess.max_length=12", "preprocess.vocab_size=60", "model.units=4",
@@ -25,7 +26,7 @@ TINY = ["dataset.max_test=20", "preprocess.max_length=12", "preprocess.vocab_siz
 
 
 def train_runs(uri: str, data: Path, variants: list[list[str]]):
-    from seqlab.train import train
+    from seqlab.workflow.train import train
 
     for overrides in variants:
         train(compose_config([f"dataset.path={data}", f"tracking.uri={uri}", *TINY, *overrides]))
@@ -65,7 +66,7 @@ def test_an_lstm_run_logs_its_own_keys_and_what_ran_and_nothing_else(dropout_run
 
 
 def test_default_run_names_say_what_differs_and_are_unique(dropout_runs):
-    from seqlab.tracking import default_run_name
+    from seqlab.record.naming import default_run_name
 
     uri, runs = dropout_runs
     names = [run.info.run_name for run in runs]
@@ -75,14 +76,14 @@ def test_default_run_names_say_what_differs_and_are_unique(dropout_runs):
     cfg = compose_config(["model=cnn_lstm", "model.dropout=0.2"])
     overrides = ["experiment=imdb_cnn_lstm", "model=cnn_lstm", "model.dropout=0.2", "dataset.path=/data/x.csv",
                  "tracking.uri=sqlite:///m.db", "data_dir=/data", "trainer.seed=3"]
-    assert default_run_name(cfg, overrides) == "cnn_lstm dropout=0.2 seed=3"
-    assert default_run_name(cfg, overrides, swept=["trainer.seed"]) == "cnn_lstm seed=3"  # a sweep's child
+    assert default_run_name(cfg.model.name, overrides) == "cnn_lstm dropout=0.2 seed=3"
+    assert default_run_name(cfg.model.name, overrides, swept=["trainer.seed"]) == "cnn_lstm seed=3"  # a sweep's child
     sampled = ["model.dropout=0.18727005942368125", "trainer.learning_rate=0.000518420294119955", "model.units=64"]
-    assert default_run_name(cfg, sampled) == "cnn_lstm dropout=0.1873 learning_rate=0.0005184 units=64"  # a search's
+    assert default_run_name(cfg.model.name, sampled) == "cnn_lstm dropout=0.1873 learning_rate=0.0005184 units=64"  # a search's
 
 
 def test_an_unknown_key_for_the_chosen_option_lists_that_options_keys():
-    with pytest.raises(Exception) as raised:  # Hydra's composition error; seqlab.cli words it (test_config)
+    with pytest.raises(Exception) as raised:  # Hydra's composition error; seqlab.cli.entry words it (test_config)
         compose_config(["model=lstm", "model.filters=8"])
     assert "filters" in str(raised.value)
     cfg = compose_config(["model=cnn_lstm", "model.filters=8"])
@@ -114,7 +115,7 @@ class MeanConfig(ModelConfig):
 
 
 def test_a_model_added_with_a_builder_and_a_config_runs_through_the_model_checks(tmp_path):
-    from seqlab import pipeline
+    from seqlab.config.plan import resolve
     from tests import test_models, test_pipeline
 
     @register("toy_mean", MeanConfig, recurrent=False, masks_padding=True)
@@ -131,7 +132,7 @@ def test_a_model_added_with_a_builder_and_a_config_runs_through_the_model_checks
     try:
         cfg = compose_config(["model=toy_mean"])
         validate(cfg)
-        assert cfg.model.embedding_dim == 6 and pipeline.resolve_bucketing(cfg).trainer.bucketing is False
+        assert cfg.model.embedding_dim == 6 and resolve(cfg).features.bucketing is False
         test_models.test_output_and_loss_follow_the_number_of_classes("toy_mean")
         test_models.test_each_model_trains_one_step_and_saves_with_its_preprocessing("toy_mean", tmp_path)
         skewed = test_pipeline.skewed.__wrapped__()

@@ -1,6 +1,7 @@
 """Bad config on the command line, runs that always end, secrets kept out of MLflow, safe model loading, and
 the same seed giving the same metrics."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -13,10 +14,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from seqlab import tracking
-from seqlab import train as train_module
+
+from seqlab.config.plan import resolve
+from seqlab.record.naming import log_identity
+from seqlab.workflow import train as train_module
 from seqlab.errors import ConfigError, SeqlabError, Terminated
-from seqlab.predict import load
+from seqlab.serving.predict import load
+from seqlab.training import fit as fit_module
 from tests.conftest import compose_config
 
 TINY = ["dataset.max_train=160", "dataset.max_test=60", "preprocess.max_length=30", "preprocess.vocab_size=500",
@@ -86,7 +90,7 @@ def test_a_store_without_its_driver_is_a_config_error_that_keeps_the_password(tm
 def test_sweep_log_lines_lose_uri_credentials():
     import logging
 
-    from seqlab.sweep import redact_credentials
+    from seqlab.search.sweep import redact_credentials
 
     record = logging.LogRecord("hydra", logging.INFO, __file__, 1, "\t#%d : %s", (0, "tracking.uri=http://a:pw@h:5000"),
                                None)
@@ -98,8 +102,9 @@ def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_conf
     cfg = OmegaConf.create({**OmegaConf.to_container(cfg),  # keys a later schema or a plugin may add
                             "extra": {"api_token": "tok-123", "db_password": "pw-456", "max_tokens": 7}})
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    record = dataclasses.replace(resolve(compose_config([])).record, config=cfg)
     with mlflow.start_run() as run:
-        tracking.log_config(cfg)
+        log_identity(record)
     client = MlflowClient()
     params = client.get_run(run.info.run_id).data.params
     config_text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
@@ -168,7 +173,7 @@ def test_other_runs_never_modify_a_stored_run(tiny_cfg, monkeypatch):
 def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, monkeypatch):
     """TensorFlow's C++ fast path drops exceptions raised in the Python it calls back (a Ctrl-C at the start of
     an epoch was lost that way and the run went on to FINISHED); the trainer raises it again at the next batch."""
-    fit = train_module._fit
+    fit = fit_module.fit_batches
     handler_before = signal.getsignal(signal.SIGINT)
 
     class SwallowedCtrlCAtSecondEpoch(keras.callbacks.Callback):
@@ -194,7 +199,7 @@ def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, mon
 @pytest.mark.slow
 def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monkeypatch, capsys):
     """No predictions are printed after a Ctrl-C, even one that TensorFlow dropped while predicting."""
-    from seqlab import predict
+    from seqlab.serving import predict
 
     cfg = tiny_cfg("trainer.epochs=1", "tracking.log_model=true")
     train_module.train(cfg)
@@ -223,7 +228,7 @@ def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monke
 @pytest.mark.slow
 def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypatch):
     """A real SIGTERM at the start of the second epoch; then trainer.resume finishes the same run."""
-    fit = train_module._fit
+    fit = fit_module.fit_batches
 
     class SigtermAtSecondEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

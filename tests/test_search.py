@@ -1,4 +1,4 @@
-"""seqlab.search without training: the search space, the worker loop on a shared journal (toy objectives),
+"""seqlab.search.study without training: the search space, the worker loop on a shared journal (toy objectives),
 pruning through the job's side, a killed worker's trial run again, two worker processes on one study."""
 
 import os
@@ -14,10 +14,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from seqlab.callbacks import OptunaPruning
+from seqlab.training.callbacks import OptunaPruning
 from seqlab.errors import ConfigError
 from seqlab.jobs import SearchTrial
-from seqlab.search import NOT_COUNTED, Worker, counted, job_trial, open_storage, search_space, storage_url
+from seqlab.search.study import NOT_COUNTED, Worker, counted, job_trial, open_storage, search_space, storage_url
 
 
 def job_return(value=None, error=None):
@@ -99,7 +99,7 @@ WORKER_SCRIPT = textwrap.dedent("""
     import sys, time
     import optuna
     from optuna.distributions import FloatDistribution
-    from seqlab.search import Worker, open_storage
+    from seqlab.search.study import Worker, open_storage
 
     url, n_trials, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     study = optuna.create_study(study_name="toy", storage=open_storage(url), direction="maximize", load_if_exists=True)

@@ -24,7 +24,7 @@ from tests.test_sweeps import SMALL_INPUTS, TINY, runs_of, seqlab, split_runs, t
 
 def study_trials(path: Path, name: str) -> list:
     """The study's trials as the journal holds them now ([] before the worker created the study)."""
-    from seqlab.search import open_storage
+    from seqlab.search.study import open_storage
 
     if not path.exists():
         return []
@@ -36,7 +36,7 @@ def study_trials(path: Path, name: str) -> list:
 
 @pytest.mark.slow
 def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
-    from seqlab.search import counted
+    from seqlab.search.study import counted
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     command = [sys.executable, "-m", "seqlab.cli", "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
@@ -109,7 +109,7 @@ def test_two_search_workers_share_one_study_and_one_parent_and_pruned_trials_kee
         tiny_reviews, tmp_path, capsys):
     """Two `seqlab train -m hparams_search=...` started at once on a new store: one study of exactly n_trials distinct
     trials, one parent. Their pruner (ThresholdPruner below 2.0) stops every trial after its first epoch."""
-    from seqlab.search import counted
+    from seqlab.search.study import counted
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     two_epochs = [o for o in TINY if not o.startswith("trainer.epochs=")] + ["trainer.epochs=2"]
@@ -156,7 +156,7 @@ def test_two_search_workers_share_one_study_and_one_parent_and_pruned_trials_kee
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.children"] == "4 PRUNED"
     assert "best_run_id" not in parent.data.tags
 
-    from seqlab.compare import main as compare_main
+    from seqlab.analysis.compare import main as compare_main
 
     capsys.readouterr()
     assert compare_main(["--tracking-uri", uri, "--experiment", "shared", "--format", "csv"]) == 1  # none finished

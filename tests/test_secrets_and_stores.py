@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab import tracking
-from seqlab.cli import log_to_stderr
-from seqlab.compare import main as compare_main
+from seqlab.record.store import check_reachable
+from seqlab.cli.entry import log_to_stderr
+from seqlab.analysis.compare import main as compare_main
 from seqlab.errors import ConfigError
 from seqlab.redaction import REDACTED, redact_uri, redact_credentials
 
@@ -136,7 +136,7 @@ def no_url_printing_setting(monkeypatch):
 def test_mlflow_never_prints_a_run_url_holding_the_password(password, capsys, no_url_printing_setting):
     with stand_in_server([RUN]) as port:
         uri = f"http://alice:{password}@127.0.0.1:{port}"
-        tracking.check_reachable(uri)  # what train, compare and ensemble call before MLflow sees the store
+        check_reachable(uri)  # what train, compare and ensemble call before MLflow sees the store
         MlflowClient(uri).set_terminated(RUN["info"]["run_id"])  # MLflow's end of a run: it prints "View run ... at:"
     output = capsys.readouterr()
     assert password not in output.out + output.err and "alice" not in output.out + output.err
@@ -262,7 +262,7 @@ def test_unusable_stores_are_refused_in_seconds_naming_the_key_path_and_what_was
         before = path.read_bytes() if path.is_file() else None
         started = time.perf_counter()
         with pytest.raises(ConfigError) as refusal:
-            tracking.check_reachable(f"sqlite:///{path}")
+            check_reachable(f"sqlite:///{path}")
         message = str(refusal.value)
         assert time.perf_counter() - started < 5, name
         assert "tracking.uri" in message and str(path) in message and "expected" in message, (name, message)
@@ -289,15 +289,15 @@ def test_compare_refuses_unusable_stores_naming_its_option(tmp_path, capsys):
 
 
 def test_usable_stores_pass_the_check(tmp_path):
-    tracking.check_reachable(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'mlflow.db'}")  # created when used
+    check_reachable(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'mlflow.db'}")  # created when used
     assert not (tmp_path / "new").exists()  # the check creates nothing
     (tmp_path / "empty.db").touch()
-    tracking.check_reachable(f"sqlite:///{tmp_path / 'empty.db'}")  # SQLite's new database; MLflow makes its tables
+    check_reachable(f"sqlite:///{tmp_path / 'empty.db'}")  # SQLite's new database; MLflow makes its tables
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client.create_experiment("kept")
-    tracking.check_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    check_reachable(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_experiment_by_name("kept") is not None
-    tracking.check_reachable("sqlite:///:memory:")
+    check_reachable("sqlite:///:memory:")
 
 
 @pytest.mark.parametrize("password", ["p%40ss", "se:cr:et", "pa/ss"])
@@ -307,7 +307,7 @@ def test_a_database_server_that_does_not_answer_is_refused_in_seconds(password):
     uri = f"postgresql+psycopg2://alice:{password}@127.0.0.1:{free_port()}/mlflow"  # nothing listens there
     started = time.perf_counter()
     with pytest.raises(ConfigError, match="Cannot reach the database server of tracking.uri=") as refusal:
-        tracking.check_reachable(uri)
+        check_reachable(uri)
     assert time.perf_counter() - started < 10 and password not in str(refusal.value) and "expected" in str(refusal.value)
 
 
@@ -315,7 +315,7 @@ def test_a_database_server_that_does_not_answer_is_refused_in_seconds(password):
 def test_a_database_url_whose_password_hides_its_host_is_refused_without_dialling_part_of_it(password):
     uri = f"postgresql+psycopg2://alice:{password}@127.0.0.1:5432/mlflow"  # SQLAlchemy's host would be "ss@127..."
     with pytest.raises(ConfigError, match="percent-encoded") as refusal:
-        tracking.check_reachable(uri)
+        check_reachable(uri)
     assert "alice" not in str(refusal.value) and password not in str(refusal.value)
 
 
@@ -334,7 +334,7 @@ def test_seqlab_train_on_a_directory_store_exits_2_in_seconds(tmp_path):
 
 
 def test_an_unknown_secret_looking_key_is_refused_without_its_value():
-    from seqlab.config import validate
+    from seqlab.config.validate import validate
     from seqlab.errors import ConfigError
     from tests.conftest import compose_config
 

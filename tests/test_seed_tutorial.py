@@ -9,9 +9,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from seqlab.config import config_dir
-from seqlab.compare import main as compare_main
-from seqlab.config import register_configs, validate
+from seqlab.config.compose import config_dir
+from seqlab.analysis.compare import main as compare_main
+from seqlab.config.compose import register_configs
+from seqlab.config.validate import validate
 from tests.conftest import compose_config
 
 VARIANTS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "bilstm", "lstm_no_embedding"]

@@ -20,14 +20,16 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab import predict, serving
-from seqlab.ensemble import main as ensemble_main
-from seqlab import train as train_module
+from seqlab.serving import predict
+from seqlab.serving import pyfunc as serving
+from seqlab.cli.ensemble import main as ensemble_main
+from seqlab.workflow import train as train_module
 from seqlab.data import load_dataset
 from seqlab.data.custom import thread_text
 from seqlab.errors import SeqlabError
-from seqlab.models import build_model
-from seqlab.preprocess import InputSpec, WordPreprocessor
+from seqlab.models.catalog import build_model
+from seqlab.features.preprocess import InputSpec, WordPreprocessor
+from seqlab.config.plan import data_part
 from tests.conftest import compose_config, stop_process_group, tiny_model
 
 THREAD_DATA = ["preprocess.vocab_size=500", "dataset.max_train=160", "dataset.max_test=80", "trainer.batch_size=32",
@@ -84,7 +86,7 @@ def logged(real_data_dir, tmp_path_factory):
                               f"tracking.experiment=serving-{name}"])
         train_module.train(cfg)
         [run] = client.search_runs([client.get_experiment_by_name(f"serving-{name}").experiment_id])
-        data = load_dataset(cfg)  # the same seeded test sample the run was tested on
+        data = load_dataset(data_part(cfg))  # the same seeded test sample the run was tested on
         inputs = pd.DataFrame({"text": data.test.texts})
         if data.metadata_names and cfg.model.metadata:
             inputs = inputs.join(pd.DataFrame(data.test.metadata.astype(np.float64), columns=data.metadata_names))
@@ -280,7 +282,7 @@ def test_an_ensemble_averages_its_members_probabilities_and_records_them_as_its_
 
 
 def test_an_ensemble_refuses_members_trained_on_other_data():
-    from seqlab.ensemble import check_members
+    from seqlab.workflow.ensemble import check_members
 
     def member(uri, max_train):
         return SimpleNamespace(uri=uri, dataset={"name": "imdb", "max_train": max_train},
@@ -313,7 +315,7 @@ def test_signature_metadata_and_description(logged):
             "class_names": model.data.class_names, "dataset": model.cfg.dataset.name, "metadata_columns": columns,
             "speaker_tokens": name == "hierarchical"}
         assert info.saved_input_example_info is not None  # MLflow's UI shows it, serving validated it
-        assert info.flavors["python_function"]["loader_module"] == "seqlab.serving"
+        assert info.flavors["python_function"]["loader_module"] == "seqlab.serving.pyfunc"
         logged_model = Path(mlflow.artifacts.download_artifacts(model.uri))
         assert not list(logged_model.rglob("*.pkl")), name  # loading unpickles nothing
         assert json.loads((logged_model / "data" / "classifier" / "classifier.json").read_text()) == {

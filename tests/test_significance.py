@@ -2,7 +2,7 @@
 test predictions.
 
 Runs are written through MLflow's client, as in tests/test_compare.py, each with the `predictions/test.csv` that
-`seqlab train` writes (seqlab.significance.predictions_csv) for a chosen set of correct examples; tests/test_train.py
+`seqlab train` writes (seqlab.analysis.significance.predictions_csv) for a chosen set of correct examples; tests/test_train.py
 checks the file a real training run logs."""
 
 import io
@@ -13,9 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import binomtest
 
-from seqlab.compare import main, runs_frame
+from seqlab.analysis.compare import main, runs_frame
 from seqlab.errors import SeqlabError
-from seqlab.significance import (DELTA, HIGH, LOW, P_VALUE, PREDICTIONS_ARTIFACT, bootstrap_interval,
+from seqlab.analysis.significance import (DELTA, HIGH, LOW, P_VALUE, PREDICTIONS_ARTIFACT, bootstrap_interval,
                                  predictions_csv, read_predictions)
 
 N = 200

@@ -16,7 +16,7 @@ from tests.conftest import REPO, write_aclimdb
 
 SCRIPT = REPO / "scripts" / "slurm.sh"
 SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
-NO_ACCOUNTING = "this Slurm has no job accounting"  # seqlab.slurm's one line where sacct fails
+NO_ACCOUNTING = "this Slurm has no job accounting"  # seqlab.search.slurm's one line where sacct fails
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_optuna_search_shares_one_study_across_slurm_jobs(slurm_conf, tmp_path):
 
 def test_job_states_come_from_squeue_where_sacct_fails(monkeypatch, caplog):
     pytest.importorskip("submitit")
-    from seqlab import slurm
+    from seqlab.search import slurm
 
     answers = iter([(1, "", "Slurm accounting storage is disabled\n"),             # sacct, tried once
                     (0, "5_[0-1%256]|PENDING|\n", ""),                            # squeue: the array waits
@@ -143,7 +143,7 @@ def test_job_states_come_from_squeue_where_sacct_fails(monkeypatch, caplog):
     watcher = slurm.squeue_watcher()
     for job_id in ("5_0", "5_1"):
         watcher.register_job(job_id)
-    caplog.set_level("INFO", logger="seqlab.slurm")
+    caplog.set_level("INFO", logger="seqlab.search.slurm")
     watcher.update()
     assert commands[0][0] == "sacct" and commands[1][0] == "squeue" and "--jobs=5" in commands[1]
     assert [watcher.get_state(j, mode="cache") for j in ("5_0", "5_1")] == ["PENDING", "PENDING"]
@@ -153,5 +153,5 @@ def test_job_states_come_from_squeue_where_sacct_fails(monkeypatch, caplog):
     watcher.update()  # a job squeue no longer knows has ended: its result file (or its absence) says how
     assert watcher.get_state("5_0", mode="cache") == slurm.ENDED and watcher.is_done("5_0", mode="cache")
     assert [c[0] for c in commands] == ["sacct", "squeue", "squeue", "squeue"]
-    messages = [r.getMessage() for r in caplog.records if r.name == "seqlab.slurm"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "seqlab.search.slurm"]
     assert messages == [f"{NO_ACCOUNTING} (sacct: Slurm accounting storage is disabled); job states come from squeue"]

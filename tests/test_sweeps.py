@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from seqlab.errors import ConfigError
-from seqlab.sweep import safe_overrides, sweep_name, threads_per_job
+from seqlab.search.sweep import safe_overrides, sweep_name, threads_per_job
 from tests.conftest import compose_config, free_port, mlflow_server_at, write_aclimdb
 
 SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
@@ -88,7 +88,7 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     # the server keeps the artifacts under its --artifacts-destination
     assert len(list((tmp_path / "artifacts").rglob("MLmodel"))) == 2
 
-    from seqlab.compare import main as compare_main  # in this process: a second interpreter would cost seconds
+    from seqlab.analysis.compare import main as compare_main  # in this process: a second interpreter would cost seconds
 
     capsys.readouterr()
     assert compare_main(["--tracking-uri", mlflow_server, "--sweep", "pair", "--format", "csv"]) == 0
@@ -133,7 +133,7 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     champion = client.get_model_version_by_alias("pair_model", "champion")
     assert champion.run_id == best.info.run_id and champion.tags["run_name"] == best.info.run_name
     assert client.get_registered_model("pair_model").description
-    from seqlab.predict import main as predict_main
+    from seqlab.serving.predict import main as predict_main
 
     assert predict_main(["models:/pair_model@champion", "--text", "a wonderful film", "--tracking-uri",
                          mlflow_server]) == 0
@@ -143,7 +143,7 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
 # --- fast failures, names, threads ------------------------------------------------------------------------
 
 def test_unreachable_server_fails_fast_before_any_work(tmp_path):
-    from seqlab.train import train
+    from seqlab.workflow.train import train
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cfg = compose_config([f"tracking.uri={uri}", f"dataset.path={tmp_path / 'missing'}", *TINY])
@@ -164,13 +164,15 @@ def test_unreachable_server_fails_fast_before_any_work(tmp_path):
 def test_registered_model_needs_a_logged_model_and_a_failed_registration_is_a_recording_error(monkeypatch):
     from types import SimpleNamespace
 
-    from seqlab import tracking
-    from seqlab.config import validate
+    from seqlab.record.naming import compared_params
+    from seqlab.config.plan import resolve
+    from seqlab.record.registry import register_model
+    from seqlab.config.validate import validate
     from seqlab.errors import RecordingError
 
     cfg = compose_config(["tracking.registered_model=imdb_lstm"])
     validate(cfg)
-    assert "tracking.registered_model" not in tracking.compared_params(cfg)  # where the model goes, not what it is
+    assert "tracking.registered_model" not in compared_params(cfg)  # where the model goes, not what it is
     with pytest.raises(ConfigError, match="tracking.log_model is false"):
         validate(compose_config(["tracking.registered_model=imdb_lstm", "tracking.log_model=false"]))
 
@@ -180,7 +182,7 @@ def test_registered_model_needs_a_logged_model_and_a_failed_registration_is_a_re
     monkeypatch.setattr(mlflow, "register_model", unreachable)
     run = SimpleNamespace(info=SimpleNamespace(run_id="0123abcd", run_name="lstm"))
     with pytest.raises(RecordingError, match="register the model of MLflow run 0123abcd as 'imdb_lstm'.*unreachable"):
-        tracking.register_model(cfg, run, None, {"accuracy/test": 0.5})
+        register_model(resolve(cfg).record, run, None, {"accuracy/test": 0.5})
 
 
 def test_sweep_name_and_overrides_as_logged():

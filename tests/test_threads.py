@@ -12,14 +12,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from seqlab import train as train_module
-from seqlab.config import validate
+from seqlab.workflow import train as train_module
+from seqlab.config.validate import validate
 from seqlab.data import load_dataset
 from seqlab.errors import ConfigError
-from seqlab.models import build_model
+from seqlab.models.catalog import build_model
 from seqlab.models.layers import MessageEncoder
-from seqlab.predict import load, predict_texts, read_examples, read_inputs, read_metadata
-from seqlab.preprocess import HierarchicalPreprocessor, InputSpec, MetadataPreprocessor
+from seqlab.serving.predict import load, predict_texts, read_examples, read_inputs, read_metadata
+from seqlab.features.preprocess import HierarchicalPreprocessor, InputSpec, MetadataPreprocessor
+from seqlab.config.plan import data_part
 from tests.conftest import HIERARCHICAL_MODELS, REAL_DATA, compose_config, tiny_model
 
 THREADS = REAL_DATA / "threads"
@@ -33,7 +34,7 @@ def threads_dir() -> Path:
 
 
 def real(name, data_dir, *overrides):
-    return load_dataset(compose_config([f"dataset={name}", f"data_dir={data_dir}", *overrides]))
+    return load_dataset(data_part(compose_config([f"dataset={name}", f"data_dir={data_dir}", *overrides])))
 
 
 # --- the real thread datasets -------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     class_names = model.metadata.metadata["class_names"]
     assert class_names == ["donated", "not_donated"]
     # the imputation and scaling fitted on train travel inside the model (the Keras model of seqlab's pyfunc model)
-    data = load_dataset(cfg)
+    data = load_dataset(data_part(cfg))
     scale = model.get_raw_model().get_layer("scale_metadata")
     train_mean = np.nanmean(data.train.metadata.astype(np.float64), axis=0)
     assert np.allclose(np.ravel(keras.ops.convert_to_numpy(scale.mean)), train_mean, rtol=1e-5)

@@ -13,12 +13,16 @@ import pytest
 import tensorflow as tf
 from mlflow.tracking import MlflowClient
 
-from seqlab import pipeline
-from seqlab import train as train_module
-from seqlab.config import is_location_key, to_flat_dict
+from omegaconf import OmegaConf
+
+from seqlab.config.plan import resolve
+from seqlab.training import runtime
+from seqlab.workflow import train as train_module
+from seqlab.schema.root import is_location_key
+from seqlab.config.compose import to_flat_dict
 from seqlab.data import load_dataset
-from seqlab.predict import load, predict_texts
-from seqlab.significance import PREDICTIONS_ARTIFACT, read_predictions
+from seqlab.serving.predict import load, predict_texts
+from seqlab.analysis.significance import PREDICTIONS_ARTIFACT, read_predictions
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.slow
@@ -31,6 +35,7 @@ def trained(real_data_dir, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     cfg = compose_config([f"data_dir={real_data_dir}", *SMALL, f"tracking.uri={uri}", "tracking.experiment=it"])
+    composed = OmegaConf.to_yaml(cfg)
     os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"  # a short run still gets system metrics
     try:
         returned = train_module.train(cfg)
@@ -38,18 +43,30 @@ def trained(real_data_dir, tmp_path_factory):
         del os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"]
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("it").experiment_id])
-    return SimpleNamespace(cfg=cfg, returned=returned, uri=uri, run=run, client=client, workdir=workdir)
+    return SimpleNamespace(cfg=cfg, composed=composed, returned=returned, uri=uri, run=run, client=client,
+                           workdir=workdir)
+
+
+def test_train_leaves_the_callers_config_as_it_was(trained):
+    """What the run decided (buckets, padding, threads, experiment) is in its plan and its record, not in `cfg`."""
+    assert OmegaConf.to_yaml(trained.cfg) == trained.composed
+    assert trained.cfg.trainer.bucketing is None and trained.cfg.preprocess.padding == "pre"
 
 
 def test_run_finished_with_flattened_params_and_tags(trained):
     run = trained.run
     assert run.info.status == "FINISHED"
-    resolved = pipeline.resolve_bucketing(trained.cfg)  # what ran: trainer.bucketing null -> True, post padding
-    resolved.trainer.deterministic = True  # null -> on, on CPU
-    resolved.trainer.weight_decay = 0.0  # null -> the optimizer's default (Adam: none)
-    resolved.trainer.intra_op_threads = tf.config.threading.get_intra_op_parallelism_threads()  # what was in force
-    expected = {k: str(v) for k, v in to_flat_dict(resolved).items() if v is not None and not is_location_key(k)}
-    assert {k: v for k, v in run.data.params.items() if not k.startswith("derived.")} == expected  # nothing else
+    params = {k: v for k, v in run.data.params.items() if not k.startswith("derived.")}
+    # what the run decided for the keys left null, logged as what ran
+    decided = {"trainer.bucketing": "True", "preprocess.padding": "post",  # the LSTM's buckets need post padding
+               "trainer.deterministic": "True",  # on CPU
+               "trainer.weight_decay": "0.0",  # Adam's default: none
+               "trainer.intra_op_threads": str(tf.config.threading.get_intra_op_parallelism_threads())}  # in force
+    assert {key: params.get(key) for key in decided} == decided
+    # every other key as composed; no nulls, no where-things-are keys, nothing else
+    composed = {k: str(v) for k, v in to_flat_dict(trained.cfg).items()
+                if v is not None and not is_location_key(k) and k not in decided}
+    assert {k: v for k, v in params.items() if k not in decided} == composed
     assert run.data.params["model.name"] == "lstm" and run.data.params["trainer.epochs"] == "2"
     tags = run.data.tags
     assert tags["dataset"] == "imdb" and tags["model"] == "lstm"
@@ -61,7 +78,7 @@ def test_lineage_description_and_system_metrics(trained):
     """The UI's Dataset column (one input per split, digests of the examples read), the run's description, and
     MLflow's system metrics."""
     run = trained.run
-    data = load_dataset(trained.cfg)
+    data = load_dataset(data_part(trained.cfg))
     inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs if i.tags}
     assert set(inputs) == {"train", "validation", "test"}
     for context, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
@@ -107,7 +124,7 @@ def test_test_predictions_are_logged_one_row_per_test_example(trained):
     path = mlflow.artifacts.download_artifacts(run_id=trained.run.info.run_id, artifact_path=PREDICTIONS_ARTIFACT,
                                                tracking_uri=trained.uri)
     table = read_predictions(path)
-    test = load_dataset(trained.cfg).test  # the same seeded test sample
+    test = load_dataset(data_part(trained.cfg)).test  # the same seeded test sample
     assert len(table) == len(test) == 200 and table["id"].tolist() == test.ids
     assert table["label"].tolist() == [["neg", "pos"][label] for label in test.labels]
     assert np.allclose(table[["probability_neg", "probability_pos"]].sum(axis=1), 1, atol=1e-6)
@@ -120,7 +137,7 @@ def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     model = load(f"runs:/{trained.run.info.run_id}/model")
     class_names = model.metadata.metadata["class_names"]
     assert class_names == ["neg", "pos"]
-    data = load_dataset(trained.cfg)  # the same seeded test sample
+    data = load_dataset(data_part(trained.cfg))  # the same seeded test sample
     predictions = predict_texts(model, data.test.texts)
     accuracy = np.mean(predictions["label"].map(class_names.index).to_numpy() == data.test.labels)
     assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
@@ -189,7 +206,7 @@ def test_a_run_that_raises_never_stays_running(real_data_dir, tmp_path, monkeypa
 
 def test_expected_retracing_warnings_are_filtered(caplog):
     """A sweep builds a new model per job in one process: TensorFlow's retracing warning is noise there."""
-    train_module.setup_runtime(compose_config([]).trainer, "lstm")
+    runtime.setup_runtime(resolve(compose_config([])).runtime)
     with caplog.at_level("WARNING", logger="tensorflow"):
         for value in range(8):  # a new tf.function each time, as a new model's step is
             tf.function(lambda x: x + 1)(tf.constant(value))
@@ -197,7 +214,7 @@ def test_expected_retracing_warnings_are_filtered(caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert "another warning" in messages
     assert not any("retracing" in message for message in messages)
-    tf.get_logger().removeFilter(train_module.expected_retracing)
+    tf.get_logger().removeFilter(runtime.expected_retracing)
     with caplog.at_level("WARNING", logger="tensorflow"):
         for value in range(8):
             tf.function(lambda x: x + 1)(tf.constant(value))
@@ -210,16 +227,17 @@ def test_intra_op_threads_one_for_recurrent_models_on_cpu_and_what_ran_is_logged
     take effect is reported and replaced by the one in force."""
     script = """
 import tensorflow as tf
-from seqlab import train
+from seqlab.config.plan import resolve
+from seqlab.training.runtime import set_intra_op_threads
 from tests.conftest import compose_config
 for model, override in (("fasttext_bigram", []), ("lstm", []), ("lstm", ["trainer.intra_op_threads=2"])):
-    trainer = compose_config(override).trainer
-    train.set_intra_op_threads(trainer, model, "cpu")
-    print(model, trainer.intra_op_threads, tf.config.threading.get_intra_op_parallelism_threads())
+    runtime = resolve(compose_config([f"model={model}", *override])).runtime
+    threads = set_intra_op_threads(runtime.intra_op_threads, runtime.threads_asked)
+    print(model, threads, tf.config.threading.get_intra_op_parallelism_threads())
 tf.constant(1.0) + 1  # TensorFlow starts
-trainer = compose_config(["trainer.intra_op_threads=1"]).trainer
-train.set_intra_op_threads(trainer, "lstm", "cpu")
-print("started", trainer.intra_op_threads, tf.config.threading.get_intra_op_parallelism_threads())
+runtime = resolve(compose_config(["trainer.intra_op_threads=1"])).runtime
+print("started", set_intra_op_threads(runtime.intra_op_threads, runtime.threads_asked),
+      tf.config.threading.get_intra_op_parallelism_threads())
 """
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,

@@ -1,4 +1,4 @@
-"""What a sweep tells each of its jobs, through environment variables (seqlab.sweep sets them, seqlab.tracking
+"""What a sweep tells each of its jobs, through environment variables (seqlab.search.sweep sets them, seqlab.record.lifecycle
 reads them). Light on purpose: Hydra runs the sweep callback, which imports this, before every job starts.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from seqlab.redaction import safe_overrides
 
-SWEEP_ENV = "SEQLAB_SWEEP"  # JSON of SweepJob, set by seqlab.sweep while a sweep's job runs
+SWEEP_ENV = "SEQLAB_SWEEP"  # JSON of SweepJob, set by seqlab.search.sweep while a sweep's job runs
 OVERRIDES_ENV = "SEQLAB_OVERRIDES"  # JSON list of the job's command-line overrides, set while any job runs
 
 
@@ -31,7 +31,7 @@ class SweepJob:
         return self.sweep_pid is not None and self.sweep_pid != os.getpid()
 
 
-_stop: list[bool] = []  # set in a launcher's worker process that received SIGTERM or Ctrl-C (seqlab.sweep)
+_stop: list[bool] = []  # set in a launcher's worker process that received SIGTERM or Ctrl-C (seqlab.search.sweep)
 
 
 def request_stop() -> None:
@@ -44,7 +44,7 @@ def stop_requested() -> bool:
 
 
 def current_job() -> SweepJob | None:
-    """The sweep job this process is running, as seqlab.sweep's callback announced it; None outside sweeps."""
+    """The sweep job this process is running, as seqlab.search.sweep's callback announced it; None outside sweeps."""
     value = os.environ.get(SWEEP_ENV)
     return SweepJob(**json.loads(value)) if value else None
 
@@ -63,7 +63,7 @@ def child_description(job: SweepJob, overrides: list[str]) -> str:
             + f". The sweep's table: `seqlab compare --sweep {job.name}`.")
 
 
-PRUNED_AT = "pruned_at_epoch"  # the trial's user attr a pruned job sets (seqlab.callbacks.OptunaPruning)
+PRUNED_AT = "pruned_at_epoch"  # the trial's user attr a pruned job sets (seqlab.training.callbacks.OptunaPruning)
 TRIAL_ENV = "SEQLAB_TRIAL"  # JSON of SearchTrial, set for a search's job through Hydra's hydra.job.env_set
 
 
@@ -72,7 +72,7 @@ class SearchTrial:
     """The Optuna trial a search's job trains for: where its study lives, and the pruner that judges it."""
 
     study: str
-    storage: str  # a journal file or a database URL (seqlab.search.storage_url)
+    storage: str  # a journal file or a database URL (seqlab.search.study.storage_url)
     trial_id: int
     number: int
     pruner: dict | None = None  # the pruner's config (_target_ and arguments), None: no pruning

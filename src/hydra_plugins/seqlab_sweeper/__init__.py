@@ -1,7 +1,7 @@
 """seqlab's Hydra sweeper plugin: `hydra/sweeper=seqlab_optuna`, an Optuna search driven by ask and tell.
 
 Hydra instantiates sweepers only from the `hydra_plugins` namespace package, hence this module; it stays light
-(no Optuna import) because Hydra imports every plugin module on each start. The loop is `seqlab.search`.
+(no Optuna import) because Hydra imports every plugin module on each start. The loop is `seqlab.search.study`.
 """
 
 from dataclasses import dataclass, field
@@ -46,6 +46,6 @@ class OptunaSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        from seqlab.search import sweep
+        from seqlab.search.study import sweep
 
         return sweep(self, arguments)

@@ -20,9 +20,9 @@ MESSAGE_SEPARATOR = "\n"
 TEST_SEED = 0
 
 
-def split_seed(cfg) -> int:
+def split_seed(part) -> int:
     """The seed of the test split and sample: dataset.split_seed, never trainer.seed."""
-    seed = cfg.dataset.get("split_seed")
+    seed = part.dataset.get("split_seed")
     return TEST_SEED if seed is None else int(seed)
 
 
@@ -129,12 +129,12 @@ def cv_fold(pool: Examples, folds: int, fold: int, seed: int, name: str) -> tupl
     return pool.subset(train), pool.subset(held)
 
 
-def finish_splits(name: str, train: Examples, test: Examples, class_names: list[str], cfg, *,
+def finish_splits(name: str, train: Examples, test: Examples, class_names: list[str], part, *,
                   validation: Examples | None = None, metadata_names: list[str] | None = None,
                   source: str = "") -> DatasetSplits:
     """Apply max_train/max_test and hold the validation split out of train (the test set is used once)."""
-    seed = cfg.trainer.seed
-    d = cfg.dataset
+    seed = part.seed
+    d = part.dataset
     if len(train) == 0:
         raise DataError(f"The training data of dataset '{name}' ({source}) holds no examples.")
     if len(test) == 0:
@@ -143,11 +143,11 @@ def finish_splits(name: str, train: Examples, test: Examples, class_names: list[
         raise DataError(f"The training data of dataset '{name}' ({source}) has only one class "
                         f"({class_names[int(train.labels[0])]!r}); a classifier needs at least two.")
     train = stratified_sample(train, d.max_train, seed, "train")
-    test = stratified_sample(test, d.max_test, split_seed(cfg), "test")
-    fold = cfg.trainer.get("cv_fold")
+    test = stratified_sample(test, d.max_test, split_seed(part), "test")
+    fold = part.cv_fold
     if fold is not None:  # cross-validation: folds of train (and an official validation split), never of test
         pool = train if validation is None else train + validation
-        train, validation = cv_fold(pool, int(cfg.trainer.cv_folds), int(fold), seed, name)
+        train, validation = cv_fold(pool, int(part.cv_folds), int(fold), seed, name)
     elif validation is None:
         train, validation = split_off(train, d.validation_split, seed, "validation")
     return DatasetSplits(name=name, train=train, validation=validation, test=test, class_names=class_names,

@@ -42,9 +42,10 @@ class Corpus:
         return digest.hexdigest()
 
 
-def load_corpus(cfg, data=None) -> Corpus:
-    """The texts of `cfg.pretrain.corpus`, in order. `data` (the dataset's splits) is loaded when `train` needs it."""
-    sources = list(cfg.pretrain.corpus or [])
+def load_corpus(pretrain, part, data=None) -> Corpus:
+    """The texts of `pretrain.corpus` (the pretrain group), in order. `part`: the run plan's data part; `data` (the
+    dataset's splits) is loaded from it when the `train` source needs it."""
+    sources = list(pretrain.corpus or [])
     if not sources:
         raise ConfigError("Config key 'pretrain.corpus' is empty; name at least one source: imdb_unsup, train (the "
                           "dataset's training split) or a text/CSV/JSONL/Parquet file.")
@@ -54,22 +55,22 @@ def load_corpus(cfg, data=None) -> Corpus:
         if source == "imdb_unsup":
             from seqlab.data.imdb import unlabeled_reviews
 
-            part = unlabeled_reviews(cfg)
+            texts_of = unlabeled_reviews(part)
         elif source == "train":
             if data is None:
                 from seqlab.data import load_dataset
 
-                data = load_dataset(cfg)
-            part = list(data.train.texts)
+                data = load_dataset(part)
+            texts_of = list(data.train.texts)
         else:
-            part = read_file(source)
-        parts[source] = len(part)
-        texts += part
+            texts_of = read_file(source)
+        parts[source] = len(texts_of)
+        texts += texts_of
     removed = 0
     if data is not None:
         texts, removed = without_test_texts(texts, data)
-    if cfg.pretrain.max_texts is not None:
-        texts = texts[: cfg.pretrain.max_texts]
+    if pretrain.max_texts is not None:
+        texts = texts[: pretrain.max_texts]
     return Corpus(texts, parts, removed)
 
 

@@ -45,22 +45,22 @@ LOCATION = "_seqlab_location"  # where a row came from ("line 12", "row 3"), for
 log = logging.getLogger(__name__)
 
 
-def load(cfg):
-    d = cfg.dataset
+def load(part):
+    d = part.dataset
     if not d.path:
         raise ConfigError("dataset=custom needs dataset.path=FILE: a CSV, JSONL or Parquet file with a text column "
                           "(or a messages / thread_id column for threads) and a label column.")
     path = existing_file(d.path, "dataset.path")
-    records = read_records(path, cfg)
+    records = read_records(path, part)
     if d.test_path:
-        test = read_records(existing_file(d.test_path, "dataset.test_path"), cfg, columns=records.columns)
+        test = read_records(existing_file(d.test_path, "dataset.test_path"), part, columns=records.columns)
         train = records
     else:
         train, test = records, None
     class_names = sorted(set(train.labels), key=label_order)
     all_train = train.to_examples(class_names, path)
     if test is None:
-        seed = split_seed(cfg)
+        seed = split_seed(part)
         all_train, test_examples = split_off(all_train, d.test_split, seed, "test")
         log.info(f"'{path.name}': the test split is a stratified {d.test_split} of it, drawn with "
                  f"dataset.split_seed={seed} (the same for every trainer.seed).")
@@ -71,7 +71,7 @@ def load(cfg):
                             "dataset.test_path.")
     else:
         test_examples = test.to_examples(class_names, Path(d.test_path))
-    return finish_splits("custom", all_train, test_examples, class_names, cfg,
+    return finish_splits("custom", all_train, test_examples, class_names, part,
                          metadata_names=list(records.columns.metadata), source=str(path))
 
 
@@ -336,15 +336,15 @@ class Records:
                         metadata=self.metadata, ids=self.ids)
 
 
-def read_records(path: Path, cfg, columns: Columns | None = None, frame: pd.DataFrame | None = None) -> Records:
-    d = cfg.dataset
+def read_records(path: Path, part, columns: Columns | None = None, frame: pd.DataFrame | None = None) -> Records:
+    d = part.dataset
     if frame is None:
         frame = read_table(path, d.encoding, d.on_bad_lines)
     if columns is None:
         columns = resolve_columns(frame, d, path)
     else:
         columns.check(frame, path)
-    return frame_records(frame, columns, path, d.on_bad_lines, cfg.preprocess.speaker_tokens)
+    return frame_records(frame, columns, path, d.on_bad_lines, part.speaker_tokens)
 
 
 def frame_records(frame: pd.DataFrame, columns: Columns, path: Path, on_bad_lines: str = "error",

@@ -32,32 +32,32 @@ RATINGS = [1, 2, 3, 4, 7, 8, 9, 10]
 TARGETS = {"sentiment": ["neg", "pos"], "rating": [str(r) for r in RATINGS]}
 
 
-def load(cfg):
-    d = cfg.dataset
+def load(part):
+    d = part.dataset
     if d.target not in TARGETS:
         raise ConfigError(f"Config key 'dataset.target' is {d.target!r}; dataset 'imdb' allows 'sentiment' "
                           "(2 classes, pos/neg) or 'rating' (8 classes, 1-4 and 7-10).")
-    folder = find_aclimdb(d.path, cfg.data_dir, cfg.cache_dir, download=d.download)
-    reviews = read_reviews(folder, d.encoding, cache_root(cfg.cache_dir))
-    if cfg.trainer.get("cv_fold") is not None and reviews["movie"].isna().any():
-        reviews = _with_movies(reviews, folder, cfg)
+    folder = find_aclimdb(d.path, part.data_dir, part.cache_dir, download=d.download)
+    reviews = read_reviews(folder, d.encoding, cache_root(part.cache_dir))
+    if part.cv_fold is not None and reviews["movie"].isna().any():
+        reviews = _with_movies(reviews, folder, part)
     train = _examples(reviews[reviews["split"] == "train"], d.target)
     test = _examples(reviews[reviews["split"] == "test"], d.target)
-    return finish_splits("imdb", train, test, TARGETS[d.target], cfg, source=str(folder))
+    return finish_splits("imdb", train, test, TARGETS[d.target], part, source=str(folder))
 
 
-def unlabeled_reviews(cfg) -> list[str]:
+def unlabeled_reviews(part) -> list[str]:
     """The 50,000 unlabeled reviews (aclImdb/train/unsup, for pretraining; never the test reviews): from the labeled
     folder when it holds them (an extracted official archive), else from aclImdb_unsup.tar.gz or aclImdb_v1.tar.gz
     next to it (extracted once into the cache), else downloaded with the official archive."""
-    d = cfg.get("dataset") or {}
-    folder = find_aclimdb(d.get("path") if d.get("name") == "imdb" else None, cfg.data_dir, cfg.cache_dir,
+    d = part.dataset
+    folder = find_aclimdb(d.get("path") if d.get("name") == "imdb" else None, part.data_dir, part.cache_dir,
                           download=d.get("download", True))
     unsup = folder / "train" / "unsup"
     if not any(unsup.glob("*.txt")):
-        unsup = _unsup_from_archive(folder, cfg.data_dir, cfg.cache_dir) / "train" / "unsup"
+        unsup = _unsup_from_archive(folder, part.data_dir, part.cache_dir) / "train" / "unsup"
     cache = unsup.parent.parent.parent / "unsup.parquet"
-    ours = unsup.resolve().is_relative_to(cache_root(cfg.cache_dir).resolve())
+    ours = unsup.resolve().is_relative_to(cache_root(part.cache_dir).resolve())
     if ours and cache.exists():
         return pd.read_parquet(cache)["text"].tolist()
     files = sorted(unsup.glob("*.txt"), key=_file_key)
@@ -233,15 +233,15 @@ def read_reviews(folder: Path, encoding: str = "utf-8", cache: Path | None = Non
     return frame
 
 
-def _with_movies(reviews: pd.DataFrame, folder: Path, cfg) -> pd.DataFrame:
+def _with_movies(reviews: pd.DataFrame, folder: Path, part) -> pd.DataFrame:
     """Each review's movie from the URL lists of the unlabeled archive (aclImdb_unsup.tar.gz or the official one)
     beside the labeled reviews, so that cross-validation folds keep a movie's reviews together."""
-    archive = _unsup_archive(folder, cfg.data_dir, cfg.cache_dir)
+    archive = _unsup_archive(folder, part.data_dir, part.cache_dir)
     if archive is None:
         _warn_ungrouped(str(folder))
         return reviews
     try:
-        lists = _extract_once(archive, cache_root(cfg.cache_dir) / "imdb" / f"urls-{_archive_key(archive)}",
+        lists = _extract_once(archive, cache_root(part.cache_dir) / "imdb" / f"urls-{_archive_key(archive)}",
                               select=lambda name: "/urls_" in name,
                               complete=lambda found: (found / "test" / "urls_neg.txt").is_file(),
                               missing="no urls_*.txt movie lists")

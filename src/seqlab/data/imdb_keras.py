@@ -33,22 +33,22 @@ OUT_OF_VOCABULARY = "xxunk"
 CLASS_NAMES = ["neg", "pos"]
 
 
-def load(cfg):
-    d = cfg.dataset
+def load(part):
+    d = part.dataset
     if d.target != "sentiment":
         raise ConfigError(f"Config key 'dataset.target' is {d.target!r}; dataset 'imdb_keras' has only 'sentiment' "
                           "(keras.datasets.imdb keeps no ratings). Use dataset=imdb for dataset.target=rating.")
-    archive = find_file("imdb.npz", d.path, cfg)
+    archive = find_file("imdb.npz", d.path, part)
     arrays = read_npz(archive)
-    vocabulary = read_vocabulary(find_file("imdb_word_index.json", str(archive.parent), cfg))
+    vocabulary = read_vocabulary(find_file("imdb_word_index.json", str(archive.parent), part))
     splits = {}
     for split in ("train", "test"):
         texts, labels, ids = decode(arrays[f"x_{split}"], arrays[f"y_{split}"], vocabulary, d, archive, split)
         splits[split] = Examples(texts=texts, labels=labels, ids=ids)
-    return finish_splits("imdb_keras", splits["train"], splits["test"], CLASS_NAMES, cfg, source=str(archive))
+    return finish_splits("imdb_keras", splits["train"], splits["test"], CLASS_NAMES, part, source=str(archive))
 
 
-def find_file(name: str, path: str | None, cfg) -> Path:
+def find_file(name: str, path: str | None, part) -> Path:
     """`name` from `path` (the file, or a folder holding it), else data_dir, else the cache, else downloaded."""
     candidates = []
     if path:
@@ -59,13 +59,13 @@ def find_file(name: str, path: str | None, cfg) -> Path:
             raise DataError(f"dataset.path '{given}' is neither keras.datasets.imdb's imdb.npz (x_train, y_train, "
                             "x_test, y_test) nor a folder holding one.")
         candidates.append(given / name)
-    root = Path(cfg.data_dir).expanduser()
-    cache = cache_root(cfg.cache_dir) / "keras_datasets"
+    root = Path(part.data_dir).expanduser()
+    cache = cache_root(part.cache_dir) / "keras_datasets"
     candidates += [root / name, root / "imdb" / name, cache / name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    if not cfg.dataset.download:
+    if not part.dataset.download:
         raise DataError(_missing_message(name, candidates, "dataset.download is false"))
     from keras.utils import get_file
 

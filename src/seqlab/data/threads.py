@@ -34,12 +34,12 @@ FILES = {
 SPLITS = ("train", "validation", "test")
 
 
-def load(cfg):
-    d = cfg.dataset
+def load(part):
+    d = part.dataset
     if d.target != "label":
         raise ConfigError(f"Config key 'dataset.target' is {d.target!r}; dataset {d.name!r} has one target, 'label' "
                           "(the thread's class).")
-    path = find_file(d.name, d.path, cfg.data_dir)
+    path = find_file(d.name, d.path, part.data_dir)
     frame = read_table(path, d.encoding, d.on_bad_lines)
     if "split" not in frame.columns:
         raise DataError(f"'{path}' has no 'split' column (train, validation or test per thread); its columns are "
@@ -49,7 +49,7 @@ def load(cfg):
         raise DataError(f"'{path}': split {unknown[0]!r} is not one of {', '.join(SPLITS)}.")
     columns = resolve_columns(frame, d, path, quiet=True)
     parts = {split: frame_records(frame[frame["split"] == split], columns, path, d.on_bad_lines,
-                                  cfg.preprocess.speaker_tokens)
+                                  part.speaker_tokens)
              for split in SPLITS if (frame["split"] == split).any()}
     for split in ("train", "test"):
         if split not in parts:
@@ -61,8 +61,8 @@ def load(cfg):
     train, validation = choose_validation(d, train, validation, class_names)
     if validation is not None and d.max_train is not None:  # a small run validates on a proportionate sample
         size = max(1, round(d.max_train * d.validation_split))
-        validation = stratified_sample(validation, size, cfg.trainer.seed, "validation")
-    return finish_splits(d.name, train, test, class_names, cfg, validation=validation,
+        validation = stratified_sample(validation, size, part.seed, "validation")
+    return finish_splits(d.name, train, test, class_names, part, validation=validation,
                          metadata_names=list(columns.metadata), source=str(path))
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models import register
+from seqlab.models.registry import register
 from seqlab.models.recurrent import RecurrentConfig
+from seqlab.schema.rules import positive
 
 
 @dataclass
 class AttentionConfig(RecurrentConfig):
-    embedding_dim: int = 128
-    units: int = 64
-    attention_units: int = 64  # the hidden layer that scores each word
+    embedding_dim: int = positive(128)
+    units: int = positive(64)
+    attention_units: int = positive(64)  # the hidden layer that scores each word
 
 
 @register("attention_bilstm", AttentionConfig, bucketed=True, masks_padding=True)

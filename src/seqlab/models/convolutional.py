@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models import register
+from seqlab.models.registry import register
 from seqlab.models.recurrent import RecurrentConfig
+from seqlab.schema.rules import positive
 
 
 @dataclass
 class ConvRecurrentConfig(RecurrentConfig):
-    filters: int = 32
-    kernel_size: int = 3
-    pool_size: int = 2  # the sequence is this many times shorter before the LSTM
+    filters: int = positive(32)
+    kernel_size: int = positive(3)
+    pool_size: int = positive(2)  # the sequence is this many times shorter before the LSTM
 
 
 @register("cnn_lstm", ConvRecurrentConfig)

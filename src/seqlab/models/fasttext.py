@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models import ModelConfig, register
+from seqlab.models.registry import ModelConfig, register
+from seqlab.schema.rules import positive, rate, rule
 
 NGRAM_NAMES = {2: "bigram", 3: "trigram"}
 
 
 @dataclass
 class FastTextConfig(ModelConfig):
-    embedding_dim: int = 50
-    ngram_buckets: int = 1048576  # n-gram hash buckets (2^20); 0 = unigrams only
-    ngrams: int = 2  # longest n-gram: 2 = words and bigrams, 3 adds trigrams (same buckets), 1 = words only
-    dropout: float = 0.0  # on the averaged vector
-    embedding_dropout: float = 0.0  # whole word vectors
+    embedding_dim: int = positive(50)
+    ngram_buckets: int = rule(1048576, low=0)  # n-gram hash buckets (2^20); 0 = unigrams only
+    ngrams: int = rule(2, low=1, high=3)  # longest n-gram: 2 = words and bigrams, 3 adds trigrams (same buckets), 1 = words only
+    dropout: float = rate(0.0)  # on the averaged vector
+    embedding_dropout: float = rate(0.0)  # whole word vectors
 
 
 @register("fasttext_bigram", FastTextConfig, recurrent=False, bucketed=True, masks_padding=True)

@@ -17,26 +17,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models import ModelConfig, register
+from seqlab.models.registry import ModelConfig, register
+from seqlab.schema.rules import positive, rate
 
 
 @dataclass
 class HierarchicalConfig(ModelConfig):
-    embedding_dim: int = 64
-    message_units: int = 32  # per direction, per message
-    dropout: float = 0.2  # message LSTM input dropout and before the classifier
+    embedding_dim: int = positive(64)
+    message_units: int = positive(32)  # per direction, per message
+    dropout: float = rate(0.2)  # message LSTM input dropout and before the classifier
 
 
 @dataclass
 class HierLSTMConfig(HierarchicalConfig):
-    units: int = 64  # the LSTM over messages
-    recurrent_dropout: float = 0.0
+    units: int = positive(64)  # the LSTM over messages
+    recurrent_dropout: float = rate(0.0)
 
 
 @dataclass
 class HierConvConfig(HierarchicalConfig):
-    filters: int = 64
-    kernel_size: int = 3  # how many neighbouring messages each filter reads
+    filters: int = positive(64)
+    kernel_size: int = positive(3)  # how many neighbouring messages each filter reads
 
 
 def encode_messages(tokens, cfg, spec):

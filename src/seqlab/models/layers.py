@@ -10,10 +10,14 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from seqlab import optimizers  # noqa: F401  a model compiled with lazy_adam names it in its saved file
 from seqlab.errors import ConfigError
 
 __all__ = ["keras", "layers", "ops", "tf"]
+
+
+def loss_for(num_classes: int) -> str:
+    """The loss for classifier_head's output: one sigmoid unit for two classes, a softmax above."""
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
 
 
 def classifier_head(features, num_classes: int):

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models import ModelConfig, register
+from seqlab.models.registry import ModelConfig, register
+from seqlab.schema.rules import positive, rate
 
 
 @dataclass
 class RecurrentConfig(ModelConfig):
-    embedding_dim: int = 32
-    units: int = 100  # per direction for bilstm
-    layers: int = 1  # recurrent layers on top of each other
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    embedding_dropout: float = 0.0  # whole word vectors
+    embedding_dim: int = positive(32)
+    units: int = positive(100)  # per direction for bilstm
+    layers: int = positive(1)  # recurrent layers on top of each other
+    dropout: float = rate(0.0)
+    recurrent_dropout: float = rate(0.0)
+    embedding_dropout: float = rate(0.0)  # whole word vectors
 
 
 @dataclass
@@ -32,10 +33,10 @@ class StackConfig(RecurrentConfig):
 
 @dataclass
 class NoEmbeddingConfig(ModelConfig):
-    units: int = 100
-    layers: int = 1
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
+    units: int = positive(100)
+    layers: int = positive(1)
+    dropout: float = rate(0.0)
+    recurrent_dropout: float = rate(0.0)
     residual: bool = False
 
 

@@ -11,26 +11,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models import ModelConfig, register
+from seqlab.models.registry import ModelConfig, register
 from seqlab.models.hierarchical import HierarchicalConfig
+from seqlab.schema.rules import positive, rate, rule
 
 
 @dataclass
 class EncoderConfig:
     """The keys of the Transformer blocks, shared by both models."""
 
-    layers: int = 2  # encoder blocks
-    heads: int = 4  # attention heads per block
-    ff_dim: int = 128  # the feed-forward layer's width in each block
-    pooling: str = "mean"  # mean (over the real positions) | cls (a learned first vector, [CLS]-style)
+    layers: int = positive(2)  # encoder blocks
+    heads: int = positive(4)  # attention heads per block
+    ff_dim: int = positive(128)  # the feed-forward layer's width in each block
+    pooling: str = rule("mean", choices=['mean', 'cls'])  # mean (over the real positions) | cls (a learned first vector, [CLS]-style)
     # learned position vectors: this many, or the longest input (max_length, max_units) where that is more
-    max_positions: int = 512
+    max_positions: int = positive(512)
 
 
 @dataclass
 class TransformerConfig(ModelConfig, EncoderConfig):
-    embedding_dim: int = 64  # the model width: word vectors, positions and every block
-    dropout: float = 0.1  # after the embeddings, inside every block and before the classifier
+    embedding_dim: int = positive(64)  # the model width: word vectors, positions and every block
+    dropout: float = rate(0.1)  # after the embeddings, inside every block and before the classifier
 
 
 @dataclass
