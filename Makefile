@@ -9,7 +9,7 @@ export SEQLAB_DATA_DIR
 ARGS ?=
 PORT ?= 5000
 
-.PHONY: install train test test-fast sweep ui server clean
+.PHONY: install train test test-fast test-integration sweep ui server clean
 
 install: $(BIN)/seqlab
 
@@ -23,12 +23,17 @@ train: install  ## the default experiment: tutorial LSTM on IMDB, recorded in ./
 	$(BIN)/seqlab train $(ARGS)
 
 # Two test processes: most tests train recurrent models on one thread; a test file stays in one process (its fixtures).
+# Tiers (pyproject.toml, tests/conftest.py): unit (no training, no subprocess), integration (tiny in-process training),
+# slow (real data from SEQLAB_DATA_DIR, subprocesses, servers, clusters).
 TEST_WORKERS ?= 2
-test: install  ## the whole suite (trains tiny models on real reviews from SEQLAB_DATA_DIR)
+test: install  ## the whole suite, every tier
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(ARGS)
 
-test-fast: install  ## without the tests that train on real data
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+test-fast: install  ## the unit tier: no training, no subprocess (about a minute on 2 cores)
+	$(BIN)/python -m pytest -q -m unit -n $(TEST_WORKERS) $(ARGS)
+
+test-integration: install  ## the integration tier: tiny in-process training runs (debug=tiny)
+	$(BIN)/python -m pytest -q -m integration -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 SWEEP ?= seed_tutorial
 sweep: install  ## the tutorial's comparison: one multirun into one MLflow experiment, then its table

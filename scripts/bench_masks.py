@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from bench_speed import compose  # noqa: E402
+from bench_speed import plan_with_threads  # noqa: E402
 
 
 class SplitMaskedLoop(keras.layers.RNN):
@@ -91,14 +91,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    from seqlab.features import pipeline
-    from seqlab.workflow import train
     from seqlab.data import load_dataset
+    from seqlab.features import pipeline
+    from seqlab.features.cache import encode_splits
 
-    cfg = compose([f"preprocess.max_length={args.max_length}", "preprocess.padding=post", "model=lstm"])
-    train.set_intra_op_threads(cfg.trainer, "lstm", "cpu")  # seqlab's CPU setting: one thread per op
-    data = load_dataset(cfg)
-    _, (x_train, _, _), _ = pipeline.encode_splits(cfg, data)
+    # the plan of a CPU machine (gpus=0): seqlab's CPU setting for the LSTM, one thread per op
+    plan, _ = plan_with_threads([f"preprocess.max_length={args.max_length}", "preprocess.padding=post", "model=lstm"])
+    data = load_dataset(plan.data)
+    _, (x_train, _, _), _ = encode_splits(plan.features, data)
     boundaries = pipeline.derive_boundaries(pipeline.token_lengths(x_train), args.max_length, args.buckets)
     dataset = pipeline.make_dataset(x_train, data.train.labels, 64, seed=args.seed, boundaries=boundaries)
     batches = list(dataset.take(args.batches))

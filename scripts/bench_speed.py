@@ -60,8 +60,7 @@ def compose(items: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from seqlab.config.compose import config_dir
-    from seqlab.config.compose import register_configs
+    from seqlab.config.compose import config_dir, register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -69,22 +68,44 @@ def compose(items: list[str]):
         return hydra_compose(config_name="config", overrides=items)
 
 
+def plan_of(items: list[str], gpus: int = 0):
+    """The run plan (seqlab.config.plan.RunPlan) of the composed config: bucketing, padding and threads decided."""
+    from seqlab.config.plan import resolve
+
+    return resolve(compose(items), gpus=gpus)
+
+
+def plan_with_threads(items: list[str], gpus: int = 0):
+    """(plan, threads): the run plan, its CPU threads per op set as `seqlab train` sets them (one per op for the LSTM
+    on CPU), before TensorFlow starts. Fails rather than measure with other threads than the plan's."""
+    from seqlab.training.runtime import set_intra_op_threads
+
+    # With trainer.weight_decay null, resolve() asks Keras for the optimizer's default, and that starts TensorFlow,
+    # after which the threads cannot be set any more: Adam's default (0; the models here compile with "adam") given.
+    plan = plan_of([*items, "trainer.weight_decay=0"], gpus=gpus)
+    threads = set_intra_op_threads(plan.runtime.intra_op_threads, plan.runtime.threads_asked)
+    if threads != plan.runtime.intra_op_threads:
+        raise SystemExit(f"bench_speed: TensorFlow started before its CPU threads were set: {threads} per op, not "
+                         f"the plan's {plan.runtime.intra_op_threads}")
+    return plan, threads
+
+
 def run_tokenize(items: list[str]) -> dict:
     """Tokenizing every split: once into an empty cache, then from it."""
-    from seqlab.features import pipeline
     from seqlab.data import load_dataset
+    from seqlab.features.cache import encode_splits
 
-    cfg = compose(items)
-    data = load_dataset(cfg)
+    plan = plan_of([*items, "trainer.bucketing=false"])  # the padded runs' encoding: padding as configured
+    data = load_dataset(plan.data)
     timings = []
     for _ in range(2):
         started = time.perf_counter()
-        _, arrays, cached = pipeline.encode_splits(cfg, data)
+        _, arrays, cached = encode_splits(plan.features, data)
         timings.append((time.perf_counter() - started, cached))
     (first, first_cached), (again, again_cached) = timings
     if first_cached or not again_cached:
         raise SystemExit("bench_speed: the tokenizing benchmark needs an empty cache_dir")
-    pipeline.encode_splits(compose([*items, "preprocess.padding=post"]), data)  # the bucketed run's, for its start-up
+    encode_splits(plan_of([*items, "preprocess.padding=post"]).features, data)  # the bucketed run's, for its start-up
     return {"examples": sum(len(a) for a in arrays), "first_seconds": first, "cached_seconds": again}
 
 
@@ -99,16 +120,17 @@ def run_plain_keras(items: list[str]) -> dict:
     """The tutorial's script, in plain Keras, on seqlab's word ids (pre-padded to max_length, as the tutorial)."""
     import keras
 
-    from seqlab.features import pipeline
     from seqlab.data import load_dataset
+    from seqlab.features.cache import encode_splits
 
-    cfg = compose([*items, "trainer.bucketing=false"])
-    data = load_dataset(cfg)
-    _, (x_train, x_val, x_test), _ = pipeline.encode_splits(cfg, data)  # from the cache the tokenizing run filled
-    keras.utils.set_random_seed(cfg.trainer.seed)
+    plan = plan_of([*items, "trainer.bucketing=false"])
+    trainer, preprocess = plan.trainer, plan.features.preprocess
+    data = load_dataset(plan.data)
+    _, (x_train, x_val, x_test), _ = encode_splits(plan.features, data)  # from the cache the tokenizing run filled
+    keras.utils.set_random_seed(trainer.seed)
     model = keras.Sequential([
-        keras.Input(shape=(cfg.preprocess.max_length,), dtype="int32"),
-        keras.layers.Embedding(cfg.preprocess.vocab_size, 32),
+        keras.Input(shape=(preprocess.max_length,), dtype="int32"),
+        keras.layers.Embedding(preprocess.vocab_size, 32),
         keras.layers.LSTM(100),
         keras.layers.Dense(1, activation="sigmoid"),
     ])
@@ -126,10 +148,10 @@ def run_plain_keras(items: list[str]) -> dict:
             epoch_seconds.append(time.perf_counter() - self.started)
 
     started = time.perf_counter()
-    model.fit(x_train, data.train.labels, validation_data=(x_val, data.validation.labels), epochs=cfg.trainer.epochs,
-              batch_size=cfg.trainer.batch_size, callbacks=[Timer()], verbose=2)
+    model.fit(x_train, data.train.labels, validation_data=(x_val, data.validation.labels), epochs=trainer.epochs,
+              batch_size=trainer.batch_size, callbacks=[Timer()], verbose=2)
     fit_seconds = time.perf_counter() - started
-    _, accuracy = model.evaluate(x_test, data.test.labels, batch_size=cfg.trainer.batch_size, verbose=0)
+    _, accuracy = model.evaluate(x_test, data.test.labels, batch_size=trainer.batch_size, verbose=0)
     return {"epoch_seconds": epoch_seconds, "fit_seconds": fit_seconds, "test_accuracy": accuracy,
             "startup_seconds": first_step[0]}
 
@@ -139,16 +161,16 @@ def run_seqlab(items: list[str], bucketing: bool, store: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     from seqlab.cli import entry as cli
-    from seqlab.workflow import train
+    from seqlab.training.callbacks import EpochLogger
 
     first_step = []
-    original = train.EpochLogger.on_train_begin
+    original = EpochLogger.on_train_begin
 
     def on_train_begin(self, logs=None):  # the last thing before the first step
         first_step.append(time.perf_counter() - STARTED)
         original(self, logs)
 
-    train.EpochLogger.on_train_begin = on_train_begin
+    EpochLogger.on_train_begin = on_train_begin
     name = f"bench_{'bucketed' if bucketing else 'padded'}"
     uri = f"sqlite:///{store}"
     code = cli.main(["train", *items, "model=lstm", f"trainer.bucketing={str(bucketing).lower()}",
@@ -171,29 +193,29 @@ def run_steps(items: list[str], batches: int) -> dict:
     so the ratio of their step times is free of the drift that separate runs minutes apart pick up."""
     import keras
     import numpy as np
-    import tensorflow as tf
 
-    from seqlab.features import pipeline
-    from seqlab.workflow import train
     from seqlab.data import load_dataset
+    from seqlab.features import pipeline
+    from seqlab.features.cache import encode_splits
+    from seqlab.features.preprocess import InputSpec
     from seqlab.models.catalog import build_model
     from seqlab.models.layers import loss_for
-    from seqlab.features.preprocess import InputSpec
+    from seqlab.training.runtime import gpu_count
 
     runs = {}
     for name, bucketing in (("padded", False), ("bucketed", True)):
-        cfg = pipeline.resolve_bucketing(compose([*items, "model=lstm", f"trainer.bucketing={str(bucketing).lower()}"]))
-        device = "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-        train.set_intra_op_threads(cfg.trainer, cfg.model.name, device)
-        data = load_dataset(cfg)
-        preprocessor, (x_train, _, _), _ = pipeline.encode_splits(cfg, data)  # from the cache
-        boundaries = pipeline.bucket_boundaries(cfg, x_train)
-        spec = InputSpec(cfg.preprocess.vocab_size, (None,) if boundaries else preprocessor.sequence_shape,
+        plan, threads = plan_with_threads([*items, "model=lstm", f"trainer.bucketing={str(bucketing).lower()}"],
+                                          gpus=gpu_count())
+        trainer = plan.trainer
+        data = load_dataset(plan.data)
+        preprocessor, (x_train, _, _), _ = encode_splits(plan.features, data)  # from the cache
+        boundaries = pipeline.bucket_boundaries(plan.features, x_train)
+        spec = InputSpec(plan.features.preprocess.vocab_size, (None,) if boundaries else preprocessor.sequence_shape,
                          data.num_classes, preprocessor.mask_zero)
-        keras.utils.set_random_seed(cfg.trainer.seed)
-        model = build_model(cfg.model, spec)
+        keras.utils.set_random_seed(trainer.seed)
+        model = build_model(plan.model, spec)
         model.compile(optimizer="adam", loss=loss_for(data.num_classes))
-        dataset = pipeline.make_dataset(x_train, data.train.labels, cfg.trainer.batch_size, cfg.trainer.seed, boundaries)
+        dataset = pipeline.make_dataset(x_train, data.train.labels, trainer.batch_size, trainer.seed, boundaries)
         epoch = list(dataset)  # one epoch's batches (seconds to gather): the same make-up of widths as a run's
         batches = batches or len(epoch)
         for x, y in (epoch[0], epoch[1], epoch[-1]):  # untimed: tracing the step, for the partial batch too
@@ -209,20 +231,20 @@ def run_steps(items: list[str], batches: int) -> dict:
     milliseconds = {name: 1000 * sum(runs[name][2]) / batches for name in runs}
     per_step = {name: milliseconds[name] / widths[name] for name in runs}
     return {"batches": batches, "ms_per_batch": milliseconds, "mean_width": widths, "ms_per_time_step": per_step,
-            "intra_op_threads": int(cfg.trainer.intra_op_threads)}
+            "intra_op_threads": int(threads)}
 
 
 def run_startup(items: list[str], store: Path) -> dict:
     """`seqlab train` (the default: bucketed LSTM) up to its first training step, then exit: start-up alone."""
     from seqlab.cli import entry as cli
-    from seqlab.workflow import train
+    from seqlab.training.callbacks import EpochLogger
 
     def on_train_begin(self, logs=None):
         print("BENCH_RESULT " + json.dumps({"startup_seconds": time.perf_counter() - STARTED,
                                             "peak_memory_mb": peak_memory_mb()}), flush=True)
         os._exit(0)  # the scratch store holds this unfinished run; it is deleted with the store
 
-    train.EpochLogger.on_train_begin = on_train_begin
+    EpochLogger.on_train_begin = on_train_begin
     cli.main(["train", *items, f"tracking.uri=sqlite:///{store}", "tracking.experiment=bench_startup",
               f"hydra.run.dir={store.parent / 'outputs'}"])
     raise SystemExit("bench_speed: seqlab train ended before its first training step")

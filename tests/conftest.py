@@ -1,8 +1,18 @@
-"""Shared fixtures: config composition with tiny limits, tiny aclImdb fixtures, the real data folder."""
+"""Shared fixtures and helpers: test tiers, config composition, the `seqlab` command, tiny aclImdb folders, a tiny
+logged model trained once per test process, the real data folder.
+
+Every test has exactly one tier (pyproject.toml registers them; `make test-fast` runs `unit`):
+- `unit`: no training and no subprocess (configs, parsing, data loading, small numpy and Keras layer checks);
+- `integration`: tiny in-process training runs (`debug=tiny` on tiny files the tests write);
+- `slow`: real data under SEQLAB_DATA_DIR, `seqlab` or Python subprocesses, servers and clusters.
+A whole file of one tier says so with `pytestmark = pytest.mark.<tier>`; other files mark each test.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import os
 import socket
 import subprocess
@@ -10,10 +20,12 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from seqlab.config.compose import config_dir
 from seqlab.config.compose import register_configs
@@ -77,27 +89,36 @@ def migrated_store_template(tmp_path_factory):
 
 
 def compose_config(overrides: list[str] | None = None):
-    """The config `seqlab train OVERRIDES` would get, without running Hydra's app."""
+    """The config `seqlab train OVERRIDES` would get, without running Hydra's app: a copy of its own (a test may
+    change it). Composing takes Hydra about 0.15 s of CPU, copying 2 ms: each list of overrides is composed once
+    per test process (interpolations such as ${oc.env:...} stay unresolved in the copy, as Hydra leaves them)."""
+    return copy.deepcopy(_composed(tuple(overrides or ())))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]):
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+        return compose(config_name="config", overrides=list(overrides))
 
 
-# Small sizes for whichever of these keys a model has (each model owns its keys: seqlab.models.register).
-TINY_SIZES = {"units": 4, "embedding_dim": 4, "filters": 4, "attention_units": 4, "ngram_buckets": 64,
-              "message_units": 4, "heads": 2, "ff_dim": 8}
 # Every registered model, found in the registry: a model added with its builder and YAML joins the tests.
 FLAT_MODELS = sorted(name for name, info in MODELS.items() if not info.hierarchical)
 HIERARCHICAL_MODELS = sorted(name for name, info in MODELS.items() if info.hierarchical)
 
 
 def tiny_model(name: str, sizes: dict | None = None) -> list[str]:
-    """Overrides `model=NAME` plus small sizes for the keys that model has."""
+    """Overrides `model=NAME` with debug=tiny's layer sizes for that model (conf/debug/model/tiny_NAME.yaml; none
+    for a model without one), or with `sizes` for whichever of its keys that model has. The model group only: for
+    a whole tiny run, compose with `debug=tiny` instead."""
     from dataclasses import fields
 
+    if sizes is None:
+        preset = config_dir() / "debug" / "model" / f"tiny_{name}.yaml"
+        sizes = OmegaConf.to_container(OmegaConf.load(preset)) if preset.is_file() else {}
     keys = {field.name for field in fields(MODELS[name].config)}
-    return [f"model={name}", *(f"model.{key}={value}" for key, value in (sizes or TINY_SIZES).items() if key in keys)]
+    return [f"model={name}", *(f"model.{key}={value}" for key, value in sizes.items() if key in keys)]
 
 
 @pytest.fixture
@@ -145,6 +166,75 @@ def tiny_archive(tmp_path) -> Path:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="aclImdb")
     return archive
+
+
+def seqlab_command(*args) -> list[str]:
+    """The argv of the `seqlab` command as this interpreter runs it (`python -m seqlab.cli ARGS`): for Popen, where
+    a test signals the process or reads its output as it comes."""
+    return [sys.executable, "-m", "seqlab.cli", *map(str, args)]
+
+
+def run_seqlab(*args, cwd=None, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`seqlab ARGS` in a process of its own, to its end: exit code, stdout and stderr as text. `env` adds to (a value
+    of None: removes from) this process's environment; the command reads the data and the MLflow store the
+    arguments name, or SEQLAB_DATA_DIR and MLFLOW_TRACKING_URI as set here."""
+    environment = {key: value for key, value in {**os.environ, **(env or {})}.items() if value is not None}
+    return subprocess.run(seqlab_command(*args), cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def fit_with_callbacks(monkeypatch, *callbacks) -> None:
+    """Hands `callbacks` (Keras callbacks) to the model fitting of every training run started while the test runs,
+    after the run's own: how a test stops or breaks a run at a chosen epoch (a signal, a held store lock, an error).
+    train() takes no callbacks, so this patches the one call a run fits through, `seqlab.workflow.run.fit` (whose
+    `callbacks=` seqlab's own pruning and fine-tuning schedule use): the only place tests reach into a run."""
+    from seqlab.workflow import run as run_module
+
+    fit = run_module.fit
+
+    def fit_adding_callbacks(*args, callbacks=None, **kwargs):
+        return fit(*args, callbacks=[*(callbacks or []), *added], **kwargs)
+
+    added = list(callbacks)
+    monkeypatch.setattr(run_module, "fit", fit_adding_callbacks)
+
+
+def raising_callback(error: BaseException, hook: str = "on_train_begin"):
+    """A Keras callback that raises `error` at `hook` (on_train_begin: before the first epoch, on_train_end: after
+    the last, on_epoch_begin: every epoch)."""
+    import keras
+
+    def raise_error(*args, **kwargs):
+        raise error
+
+    return type("Raising", (keras.callbacks.Callback,), {hook: raise_error})()
+
+
+TINY_POSITIVE = ["great film", "wonderful acting", "superb story", "loved it"]
+TINY_NEGATIVE = ["awful film", "boring acting", "dull story", "hated it"]
+
+
+@pytest.fixture(scope="session")
+def tiny_logged_model(tmp_path_factory) -> SimpleNamespace:
+    """A tiny LSTM trained once per test process (`debug=tiny` on 80 short texts, a few seconds), for the tests that
+    only read a run and its logged model: `model_uri` (runs:/<id>/model), `uri` (its store), `run_id`, `cfg`.
+    Tests read it and never write into its store."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from seqlab.workflow.train import train
+
+    folder = tmp_path_factory.mktemp("tiny-logged-model")
+    rows = [{"text": (TINY_POSITIVE if i % 2 else TINY_NEGATIVE)[i % 4], "label": "pos" if i % 2 else "neg"}
+            for i in range(80)]
+    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    cfg = compose_config(["dataset=custom", f"dataset.path={folder / 'train.csv'}", "debug=tiny", f"tracking.uri={uri}",
+                          "tracking.experiment=tiny", "trainer.checkpoint=false"])
+    train(cfg)
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    return SimpleNamespace(model_uri=f"runs:/{run.info.run_id}/model", uri=uri, run_id=run.info.run_id, cfg=cfg)
 
 
 def default_sigint() -> None:
@@ -210,8 +300,28 @@ def mlflow_server_at(folder: Path, store: str, workers: int = 1):
 SLOW_FILES = {"test_robustness": 200, "test_pretrain": 165, "test_serving": 160, "test_search_runs": 140,
               "test_pipeline": 140, "test_train": 120, "test_postgres_server": 100, "test_sweeps": 90,
               "test_seed_tutorial": 85, "test_architectures": 75, "test_record": 70, "test_failures": 70,
-              "test_threads": 65, "test_slurm": 60, "test_models": 55, "test_resume": 55}
+              "test_threads": 65, "test_slurm": 60, "test_models": 55, "test_resume": 55, "test_lifecycle": 90,
+              "test_faults": 90}
 
 
-def pytest_collection_modifyitems(items):
+TIERS = ("unit", "integration", "slow")
+WRONG_TIERS = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so that `make test-fast` runs (and fails) them too
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            item.stash[WRONG_TIERS] = (
+                f"{item.nodeid} has {' and '.join(tiers) or 'no tier'}: every test needs exactly one of "
+                f"{', '.join(TIERS)} (tests/conftest.py), `pytestmark = pytest.mark.unit` in a file of one tier, "
+                "`@pytest.mark.unit` on each test otherwise")
+            for tier in TIERS:  # selected by every tier's run, where it fails
+                item.add_marker(tier)
     items.sort(key=lambda item: -SLOW_FILES.get(item.path.stem, 0))  # stable: the order within a file stays
+
+
+def pytest_runtest_setup(item):
+    if WRONG_TIERS in item.stash:
+        pytest.fail(item.stash[WRONG_TIERS], pytrace=False)

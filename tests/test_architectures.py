@@ -34,6 +34,7 @@ def transformer(*overrides, max_length=12):
 
 # --- Transformer -----------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_padding_never_changes_a_transformers_output_on_either_side_or_in_any_amount(pooling):
     model = transformer(f"model.pooling={pooling}", "model.layers=2")
@@ -44,6 +45,7 @@ def test_padding_never_changes_a_transformers_output_on_either_side_or_in_any_am
     assert not np.allclose(other, alone, atol=1e-4)
 
 
+@pytest.mark.unit
 def test_a_transformer_has_the_blocks_and_widths_it_is_configured_with():
     model = transformer("model.layers=3", "model.embedding_dim=8", "model.heads=2", "model.ff_dim=16")
     blocks = [layer for layer in model.layers if layer.name.startswith("encoder_")]
@@ -52,6 +54,7 @@ def test_a_transformer_has_the_blocks_and_widths_it_is_configured_with():
     assert model.get_layer("embedding").output_dim == 8
 
 
+@pytest.mark.unit
 def test_heads_that_do_not_divide_the_width_are_a_config_error_naming_both_keys():
     with pytest.raises(ConfigError, match=r"model\.heads' is 3,.*width 8 \(model\.embedding_dim\)"):
         transformer("model.embedding_dim=8", "model.heads=3")
@@ -73,6 +76,7 @@ def subword(vocab_size=100, **keys):
     return WordPreprocessor(cfg).fit(TRAIN)
 
 
+@pytest.mark.unit
 def test_a_subword_vocabulary_is_learned_from_the_training_texts_only_and_covers_unseen_words():
     preprocessor = subword()
     vocabulary = preprocessor.vectorizer.get_vocabulary()
@@ -86,6 +90,7 @@ def test_a_subword_vocabulary_is_learned_from_the_training_texts_only_and_covers
     assert (ids[0, :16 - len(pieces)] == 0).all() and (ids[0, 16 - len(pieces):] > 1).all()
 
 
+@pytest.mark.unit
 def test_the_in_model_split_is_the_greedy_longest_match_that_huggingface_tokenizers_makes():
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -97,6 +102,7 @@ def test_the_in_model_split_is_the_greedy_longest_match_that_huggingface_tokeniz
         assert pieces_of(layer, text) == reference.encode(text.replace(",", " ")).tokens, text
 
 
+@pytest.mark.unit
 def test_a_character_no_piece_covers_becomes_unknown_alone():
     pieces = pieces_of(subword().vectorizer, "boringжstory")  # a letter no training text has
     assert pieces.count("[UNK]") == 1 and pieces[0] == "boring"
@@ -108,6 +114,7 @@ def trainer(**keys):
     return compose_config([f"trainer.{k}={v}" for k, v in keys.items()]).trainer
 
 
+@pytest.mark.unit
 def test_warmup_cosine_rises_linearly_then_falls_as_half_a_cosine():
     schedule = learning_rate_schedule(trainer(schedule="warmup_cosine", learning_rate=0.01, warmup=0.1, epochs=2),
                                       steps_per_epoch=50)  # 100 steps, 10 of warmup
@@ -116,6 +123,7 @@ def test_warmup_cosine_rises_linearly_then_falls_as_half_a_cosine():
     assert values[55] == pytest.approx(0.005, abs=1e-6) and values[100] == pytest.approx(0, abs=1e-9)
 
 
+@pytest.mark.unit
 def test_one_cycle_starts_at_a_25th_peaks_after_warmup_and_ends_near_zero():
     schedule = learning_rate_schedule(trainer(schedule="one_cycle", learning_rate=0.01, warmup=0.25, epochs=4),
                                       steps_per_epoch=25)  # 100 steps: 25 up, 74 down
@@ -129,6 +137,7 @@ def test_one_cycle_starts_at_a_25th_peaks_after_warmup_and_ends_near_zero():
     assert learning_rate_schedule(trainer(learning_rate=0.003), steps_per_epoch=10) == 0.003  # constant: a float
 
 
+@pytest.mark.unit
 def test_label_smoothing_moves_the_targets_towards_uniform():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
     labels = np.array([0, 2])
@@ -140,6 +149,7 @@ def test_label_smoothing_moves_the_targets_towards_uniform():
     assert make_loss(3) == "sparse_categorical_crossentropy" and make_loss(2) == "binary_crossentropy"
 
 
+@pytest.mark.unit
 def test_weight_decay_is_decoupled_and_adamw_keeps_its_default_when_null():
     decayed = make_optimizer(trainer(optimizer="adam", weight_decay=0.1))
     assert decayed.weight_decay == 0.1
@@ -153,20 +163,18 @@ def test_weight_decay_is_decoupled_and_adamw_keeps_its_default_when_null():
 @pytest.mark.slow
 def test_a_scheduled_run_records_its_optimiser_and_the_learning_rate_of_every_epoch(real_data_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose_config([f"data_dir={real_data_dir}", "dataset.max_train=200", "dataset.max_test=50",
-                          "preprocess.max_length=30", "preprocess.vocab_size=300", *tiny_model("gru"),
-                          "model.layers=2", "model.residual=true", "trainer.epochs=2", "trainer.batch_size=50",
+    cfg = compose_config([f"data_dir={real_data_dir}", "debug=tiny", "model=gru", "model.layers=2",
+                          "model.residual=true", "trainer.epochs=2", "trainer.batch_size=50",
                           "trainer.schedule=one_cycle", "trainer.optimizer=adamw", "trainer.weight_decay=0.05",
                           "trainer.label_smoothing=0.1", "trainer.learning_rate=0.01", "tracking.log_model=false",
-                          "trainer.checkpoint=false", "tracking.system_metrics=false", f"tracking.uri={uri}",
-                          "tracking.experiment=schedules"])
+                          "trainer.checkpoint=false", f"tracking.uri={uri}", "tracking.experiment=schedules"])
     train_module.train(cfg)
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("schedules").experiment_id])
     params = run.data.params
     assert (params["trainer.schedule"], params["trainer.optimizer"], params["trainer.weight_decay"],
             params["trainer.label_smoothing"], params["model.residual"]) == ("one_cycle", "adamw", "0.05", "0.1", "True")
-    steps_per_epoch = math.ceil(180 / 50)  # 200 examples less the 10% validation split
+    steps_per_epoch = math.ceil(180 / 50)  # debug=tiny's 200 examples less the 10% validation split
     expected = OneCycle(0.01, 2 * steps_per_epoch, warmup=cfg.trainer.warmup)
     history = sorted(client.get_metric_history(run.info.run_id, LEARNING_RATE), key=lambda m: m.step)
     assert [m.step for m in history] == [0, 1]
@@ -175,6 +183,7 @@ def test_a_scheduled_run_records_its_optimiser_and_the_learning_rate_of_every_ep
 
 # --- residual stacks ---------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["stacked_lstm", "gru"])
 def test_residual_stacks_add_each_layers_input_and_still_ignore_post_padding(name, tmp_path):
     cfg = compose_config([*tiny_model(name), "model.layers=3", "model.residual=true"]).model
@@ -195,6 +204,7 @@ def test_residual_stacks_add_each_layers_input_and_still_ignore_post_padding(nam
     assert np.allclose(model(padded), model(np.array([WORDS])), atol=1e-6)
 
 
+@pytest.mark.unit
 def test_tensorflow_is_the_only_tokenizer_at_prediction_time():
     """The logged subword model needs no Python tokenizer: the split is TensorFlow ops in the saved model."""
     layer = subword().vectorizer

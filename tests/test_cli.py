@@ -13,6 +13,7 @@ from seqlab import __version__
 from seqlab.cli.entry import log_to_stderr, main
 from seqlab.serving.predict import read_examples
 from seqlab.tensorflow_logs import shown
+from tests.conftest import run_seqlab, seqlab_command
 
 # Any C++ log line TensorFlow writes, e.g. "I0000 00:00:1795847547.236388    7257 execute.cc:1775] Executing op"
 PLACEMENT_SCRIPT = """
@@ -28,11 +29,7 @@ def python(script: str, env: dict, cwd=None) -> subprocess.CompletedProcess:
                           cwd=cwd)
 
 
-def seqlab(*args, cwd, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env={**os.environ, **(env or {})})
-
-
+@pytest.mark.slow
 def test_importing_seqlab_hides_tensorflow_cpp_log_lines_unless_the_user_asks_for_them():
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     quiet = python(PLACEMENT_SCRIPT, env)
@@ -44,6 +41,7 @@ def test_importing_seqlab_hides_tensorflow_cpp_log_lines_unless_the_user_asks_fo
     assert "Executing op AddV2" in verbose.stderr
 
 
+@pytest.mark.unit
 def test_lines_written_while_tensorflow_loads_obey_the_level():
     """TensorFlow writes these before it reads TF_CPP_MIN_LOG_LEVEL (which CPU features decide which lines)."""
     written = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -59,6 +57,7 @@ def test_lines_written_while_tensorflow_loads_obey_the_level():
     assert shown(written, 0) == written
 
 
+@pytest.mark.unit
 def test_version_and_bare_command_print_to_stdout(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out == f"seqlab {__version__}\n"
@@ -66,6 +65,7 @@ def test_version_and_bare_command_print_to_stdout(capsys):
     assert "usage: seqlab COMMAND" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_status_lines_of_any_seqlab_module_go_to_stderr_outside_hydra(capsys):
     log_to_stderr()
     logging.getLogger("seqlab.some_module").info("wrote 3 predictions to out.csv")
@@ -76,11 +76,12 @@ def test_status_lines_of_any_seqlab_module_go_to_stderr_outside_hydra(capsys):
                           "seqlab: warning: skipped 2 lines of http://<redacted>@host/x.csv\n")
 
 
+@pytest.mark.slow
 def test_a_training_run_logs_status_to_stderr_and_its_log_file(tmp_path):
     (tmp_path / "tiny.csv").write_text("text,label\ngood film,pos\nbad film,neg\n", encoding="utf-8")
     run_dir = tmp_path / "run"
-    result = seqlab("train", "dataset=custom", "dataset.path=tiny.csv", "dataset.test_path=missing.csv",
-                    f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_seqlab("train", "dataset=custom", "dataset.path=tiny.csv", "dataset.test_path=missing.csv",
+                        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 3, result.stderr  # the data error comes after the column detection's status line
     status = "'tiny.csv': texts from column 'text', labels from 'label'"
     assert f"seqlab: {status}" in result.stderr and status not in result.stdout
@@ -88,15 +89,17 @@ def test_a_training_run_logs_status_to_stderr_and_its_log_file(tmp_path):
     assert status in (run_dir / "seqlab.log").read_text()  # Hydra's job log: no longer empty
 
 
+@pytest.mark.slow
 def test_train_reads_the_store_from_mlflow_tracking_uri_unless_tracking_uri_is_given(tmp_path):
     store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    composed = seqlab("train", "--cfg", "job", "--resolve", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": store})
+    composed = run_seqlab("train", "--cfg", "job", "--resolve", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": store})
     assert f"uri: {store}\n" in composed.stdout, composed.stderr
-    given = seqlab("train", "--cfg", "job", "--resolve", "tracking.uri=sqlite:///mine.db", cwd=tmp_path,
-                   env={"MLFLOW_TRACKING_URI": store})
+    given = run_seqlab("train", "--cfg", "job", "--resolve", "tracking.uri=sqlite:///mine.db", cwd=tmp_path,
+                       env={"MLFLOW_TRACKING_URI": store})
     assert "uri: sqlite:///mine.db\n" in given.stdout, given.stderr
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", ["in.csv.gz", "in.tsv", "in.tsv.gz", "in.jsonl.gz"])
 def test_predict_reads_the_formats_training_reads(tmp_path, name):
     rows = [("r1", "a wonderful film"), ("r2", "dull, with\ttabs and, commas")]
@@ -112,10 +115,10 @@ def test_predict_reads_the_formats_training_reads(tmp_path, name):
     assert ids == ["r1", "r2"] and texts[0] == "a wonderful film" and texts[1].startswith("dull, with")
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_on_stdout_ends_quietly():
     """`seqlab compare | head`: when the reader of stdout leaves, no traceback (exit 141, as for SIGPIPE)."""
-    process = subprocess.Popen([sys.executable, "-m", "seqlab.cli"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(seqlab_command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process.stdout.close()  # before the help is written
     stderr = process.stderr.read()
     assert process.wait(timeout=60) in (0, 141) and "Traceback" not in stderr and "BrokenPipe" not in stderr

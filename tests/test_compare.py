@@ -5,14 +5,14 @@ records (tests/test_sweeps.py compares runs that real sweeps made)."""
 
 import io
 import statistics
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from seqlab.analysis.compare import main, runs_frame
+from seqlab.analysis.compare import runs_frame
+from seqlab.cli.compare import main
+from tests.conftest import run_seqlab
 
 BASE = {"model.name": "lstm", "model.units": "100", "trainer.epochs": "2", "trainer.seed": "42",
         "tracking.uri": "sqlite:///mlflow.db", "tracking.run_name": "null", "data_dir": "data"}
@@ -55,6 +55,7 @@ def store(tmp_path_factory) -> str:
     return uri
 
 
+@pytest.mark.unit
 def test_seed_runs_become_one_row_with_mean_and_spread(store):
     table = runs_frame(store, "imdb", sweep="seeds")
     assert list(table["model.units"]) == ["100", "50"]  # best mean first
@@ -66,6 +67,7 @@ def test_seed_runs_become_one_row_with_mean_and_spread(store):
     assert row["time/epoch_seconds"] == pytest.approx(statistics.mean([10 / 2, 11 / 2, 12 / 2]))
 
 
+@pytest.mark.unit
 def test_per_run_and_whole_experiment(store):
     table = runs_frame(store, "imdb", sweep="seeds", per_run=True)
     assert len(table) == 6 and list(table["accuracy/test"]) == sorted(table["accuracy/test"], reverse=True)
@@ -86,6 +88,7 @@ def compare(capsys, store, *args):
     return code, output.out, output.err
 
 
+@pytest.mark.unit
 def test_formats(store, capsys):
     code, out, err = compare(capsys, store, "--sweep", "seeds", "--format", "csv")
     assert code == 0, err
@@ -96,13 +99,14 @@ def test_formats(store, capsys):
     assert "| lstm | 100 | 3 | 1 2 3 | 0.8333 ± 0.0306 |" in markdown[2]
 
 
+@pytest.mark.slow
 def test_command_line_table(store):
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "compare", "--tracking-uri", store, "--experiment",
-                             "imdb", "--sweep", "seeds"], capture_output=True, text=True, timeout=120)
+    result = run_seqlab("compare", "--tracking-uri", store, "--experiment", "imdb", "--sweep", "seeds", timeout=120)
     assert result.returncode == 0, result.stderr
     assert "0.8333 ± 0.0306" in result.stdout and "model.units" in result.stdout and "sweep 'seeds'" in result.stdout
 
 
+@pytest.mark.unit
 def test_unknown_sweep_or_experiment_names_the_known_ones(store, capsys):
     code, _, err = compare(capsys, store, "--sweep", "nope")
     assert code == 1 and "sweeps there: other, seeds" in err
@@ -112,6 +116,7 @@ def test_unknown_sweep_or_experiment_names_the_known_ones(store, capsys):
     assert code == 1 and "accuracy/test" in err
 
 
+@pytest.mark.unit
 def test_params_a_model_does_not_have_are_blank_and_do_not_make_a_column(tmp_path):
     """bilstm and hier_conv runs of a threads comparison: each run logs its own options' keys only (kernel_size and
     max_units are hier_conv's and preprocess=hierarchical's, units bilstm's)."""

@@ -1,17 +1,15 @@
 """Config composition and validation: bad values stop the run before any work, naming the key."""
 
-import subprocess
-import sys
-
 import pytest
 from omegaconf.errors import ValidationError
 
 from seqlab.config.compose import to_flat_dict
 from seqlab.config.validate import validate
 from seqlab.errors import ConfigError
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_seqlab
 
 
+@pytest.mark.unit
 def test_default_config_is_the_tutorial_setup():
     cfg = compose_config()
     validate(cfg)
@@ -23,6 +21,7 @@ def test_default_config_is_the_tutorial_setup():
     assert cfg.tracking.uri == "sqlite:///mlflow.db"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override, key", [
     ("trainer.epochs=0", "trainer.epochs"),
     ("trainer.epochs=-3", "trainer.epochs"),
@@ -43,6 +42,7 @@ def test_out_of_range_values_name_the_key(override, key):
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("monitor, better, worse", [("accuracy/val", 0.6, 0.4), ("loss/val", 0.4, 0.6),
                                                      ("val_loss", 0.4, 0.6)])  # the name of seqlab 0.1 too
 def test_early_stopping_watches_trainer_monitor_and_restores_its_best_epoch(monitor, better, worse):
@@ -74,6 +74,7 @@ def test_early_stopping_watches_trainer_monitor_and_restores_its_best_epoch(moni
     assert kept_epoch(history, cfg.trainer) == 1  # the step the test metrics and the logged model are put at
 
 
+@pytest.mark.unit
 def test_unknown_key_and_wrong_type_fail_at_composition():
     from hydra.errors import ConfigCompositionException
 
@@ -86,29 +87,27 @@ def test_unknown_key_and_wrong_type_fail_at_composition():
     assert isinstance(caught.value.__cause__, ValidationError)
 
 
+@pytest.mark.unit
 def test_flat_params_use_dotted_keys():
     flat = to_flat_dict(compose_config(["model.units=7"]))
     assert flat["model.units"] == 7 and flat["model.name"] == "lstm" and flat["preprocess.vocab_size"] == 5000
     assert not any(key.startswith("hydra") for key in flat)
 
 
-def seqlab(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True, text=True, timeout=120,
-                          **kwargs)
-
-
+@pytest.mark.slow
 def test_cli_help_lists_groups_and_cfg_prints_the_config():
-    result = seqlab("train", "--help")
+    result = run_seqlab("train", "--help")
     assert result.returncode == 0
     for group in ("dataset", "preprocess", "model", "trainer", "tracking"):
         assert group in result.stdout
     assert "lstm" in result.stdout
-    job = seqlab("train", "--cfg", "job", "model.units=17")
+    job = run_seqlab("train", "--cfg", "job", "model.units=17")
     assert job.returncode == 0 and "units: 17" in job.stdout
 
 
+@pytest.mark.slow
 def test_cli_bad_values_exit_2_without_traceback(tmp_path):
-    result = seqlab("train", "trainer.epochs=-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+    result = run_seqlab("train", "trainer.epochs=-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "trainer.epochs" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "m.db").exists()  # nothing started in MLflow
@@ -116,6 +115,7 @@ def test_cli_bad_values_exit_2_without_traceback(tmp_path):
 
 # Values that pass the schema's types but no run could use: each stops at validation with one line naming the key,
 # the value and what is allowed (exit 2), never later as an "unexpected" crash.
+@pytest.mark.unit
 @pytest.mark.parametrize("overrides, key, value", [
     (["preprocess.vocab_size=2"], "preprocess.vocab_size", "2"),  # padding and [UNK] leave no word
     (["preprocess.tokenizer=wordpiece", "preprocess.vocab_size=3"], "preprocess.vocab_size", "3"),  # + separator
@@ -149,6 +149,7 @@ def test_values_no_run_could_use_are_refused_naming_key_and_value(overrides, key
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("override", ["trainer.seed=0", "trainer.seed=4294967295", "preprocess.vocab_size=3",
                                       "preprocess=subword preprocess.vocab_size=4",
                                       "trainer.intra_op_threads=0", "trainer.intra_op_threads=1024",
@@ -157,9 +158,10 @@ def test_the_edges_of_the_allowed_ranges_pass(override):
     validate(compose_config(override.split()))
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_seed_and_an_unknown_root_key_before_anything_starts(tmp_path):
     for override, key in (("trainer.seed=-1", "trainer.seed"), ("+foo=1", "foo")):
-        result = seqlab("train", override, f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
+        result = run_seqlab("train", override, f"tracking.uri=sqlite:///{tmp_path / 'm.db'}", cwd=tmp_path)
         assert result.returncode == 2, result.stderr
         assert f"'{key}'" in result.stderr and "unexpected" not in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "m.db").exists() and not (tmp_path / "outputs").exists()

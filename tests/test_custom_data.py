@@ -14,6 +14,8 @@ from seqlab.errors import ConfigError, DataError
 from seqlab.config.plan import data_part
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.unit
+
 TOPICS = {"food": ["I love this pasta", "the pizza was great", "more cheese please", "what a tasty soup"],
           "travel": ["our flight was late", "the hotel is by the beach", "we took the train", "pack your bags"]}
 
@@ -222,7 +224,7 @@ def test_numeric_labels_are_one_class_per_number_in_every_format(tmp_path, caplo
     assert counts.tolist() == [18, 12, 18]
     if name != "floats.parquet":  # a float column holds one spelling per number
         warning = next(r for r in caplog.records if r.levelname == "WARNING" and "spelling" in r.getMessage())
-        assert warning.name == "seqlab.data.custom" and "'1', '1.0', '01'" in warning.getMessage().replace(
+        assert warning.name == "seqlab.data.labels" and "'1', '1.0', '01'" in warning.getMessage().replace(
             "'01', '1', '1.0'", "'1', '1.0', '01'")
 
 

@@ -15,10 +15,8 @@ from seqlab.errors import ConfigError
 from seqlab.config.plan import data_part
 from tests.conftest import compose_config, write_aclimdb
 
-TINY = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "model.units=4",
-        "trainer.epochs=1", "trainer.batch_size=16", "tracking.log_model=false", "tracking.system_metrics=false"]
 
-
+@pytest.mark.unit
 def test_folds_are_stratified_grouped_and_partition_the_pool():
     rng = np.random.default_rng(0)
     groups = [f"movie{i // 5}" for i in range(200)]  # 40 movies of 5 reviews, each movie one sentiment
@@ -40,6 +38,7 @@ def test_folds_are_stratified_grouped_and_partition_the_pool():
     assert len(validation) == 40 and validation.labels.mean() == pytest.approx(ungrouped.labels.mean(), abs=0.03)
 
 
+@pytest.mark.unit
 def test_cv_keys_are_checked():
     with pytest.raises(ConfigError, match="trainer.cv_folds is null"):
         validate(compose_config(["trainer.cv_fold=1"]))
@@ -49,6 +48,7 @@ def test_cv_keys_are_checked():
         validate(compose_config(["trainer.cv_folds=1"]))
 
 
+@pytest.mark.unit
 def test_imdb_folds_keep_a_movies_reviews_together(tmp_path):
     """The movies come from the URL lists of an aclImdb_unsup.tar.gz beside the labeled reviews (tiny ones here)."""
     from seqlab.data import load_dataset
@@ -73,6 +73,7 @@ def test_imdb_folds_keep_a_movies_reviews_together(tmp_path):
     assert len(data.validation) == 16 and len(data.test) == 48  # 4 of 12 movies; the test split untouched
 
 
+@pytest.mark.slow
 def test_the_shared_url_lists_name_each_reviews_movie():
     """The real lists parse as the README of the data says: 3,456 train movies, 3,581 test, one review a line."""
     from seqlab.data.imdb import _movies
@@ -96,14 +97,14 @@ def test_the_shared_url_lists_name_each_reviews_movie():
     assert all(movie.startswith("tt") for lines in movies.values() for movie in lines)
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_cv_folds_3_gives_three_fold_runs_and_a_parent_with_mean_and_std(tmp_path):
     from seqlab.workflow.train import train
 
     data = write_aclimdb(tmp_path / "data", per_class=15)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose_config([f"dataset.path={data}", f"tracking.uri={uri}", "tracking.experiment=cv",
-                          "trainer.cv_folds=3", *TINY])
+                          "trainer.cv_folds=3", "debug=tiny", "tracking.log_model=false"])
     value = train(cfg)
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("cv").experiment_id])

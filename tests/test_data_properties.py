@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from seqlab.data import load_dataset
-from seqlab.data.custom import thread_text
+from seqlab.data.texts import thread_text
 from seqlab.errors import ConfigError, DataError
 from seqlab.features.preprocess import HierarchicalPreprocessor, WordPreprocessor
 from seqlab.config.plan import data_part
 from tests.conftest import compose_config
+
+pytestmark = pytest.mark.unit
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = compose_config(["dataset=custom", "dataset.path=unused", "dataset.validation_split=0.25"])
@@ -35,7 +37,7 @@ def load_or_clean_error(content: bytes, suffix: str, *overrides: str):
         try:
             data = load_dataset(data_part(cfg))
         except (DataError, ConfigError) as error:
-            assert str(error).strip() and "Traceback" not in str(error)
+            assert_one_paragraph(error)
             return None
     for split in (data.train, data.validation, data.test):
         assert len(split) > 0 and all(isinstance(t, str) and t.strip() for t in split.texts)
@@ -45,6 +47,16 @@ def load_or_clean_error(content: bytes, suffix: str, *overrides: str):
             assert split.metadata.dtype == np.float32 and not np.isinf(split.metadata).any()
     assert data.num_classes >= 2 and len(set(data.class_names)) == data.num_classes
     return data
+
+
+def assert_one_paragraph(error) -> None:
+    """What `seqlab train` prints of it is one line, `seqlab: error: <message>` (seqlab.errors.report_error), and
+    exits with the error's code: so the message is one complete sentence or more on one line, with none of the
+    multi-line text the readers underneath raise (pandas' and pyarrow's errors, tracebacks) pasted in."""
+    message = str(error)
+    assert message and message == message.strip() and "\n" not in message and "\r" not in message, repr(message)
+    assert message.endswith("."), repr(message)
+    assert error.exit_code == (2 if isinstance(error, ConfigError) else 3)
 
 
 VALID = "".join(json.dumps({"messages": [f"message {i}", {"text": "a reply", "speaker": "B"}], "label": "ab"[i % 2],

@@ -14,8 +14,9 @@ from seqlab.errors import RecordingError
 from seqlab.workflow.train import train
 from tests.conftest import compose_config
 
-TINY = ["model.units=4", "model.embedding_dim=4", "preprocess.max_length=12", "trainer.epochs=2",
-        "trainer.progress=false", "tracking.log_model=false"]
+pytestmark = pytest.mark.integration
+
+TINY = ["debug=tiny", "trainer.epochs=2", "tracking.log_model=false"]  # a second epoch to fail in or resume
 
 
 def tiny_config(data: Path, uri: str, *overrides: str):

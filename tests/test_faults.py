@@ -21,10 +21,8 @@ from mlflow.tracking import MlflowClient
 from seqlab.record.owner import OWNER_TAG, process_owner
 from seqlab.errors import ConfigError, DivergedError, Terminated
 from seqlab.workflow.train import train
-from seqlab.workflow import run as run_module
+from tests.conftest import fit_with_callbacks, seqlab_command
 from tests.test_failures import fail_second_epoch_metrics, only_run, tiny_config
-
-SEQLAB = str(Path(sys.executable).with_name("seqlab"))
 
 
 def database(uri: str) -> str:
@@ -55,12 +53,11 @@ class HoldStoreLock(keras.callbacks.Callback):
         connection.close()
 
 
+@pytest.mark.integration
 def test_a_store_locked_longer_than_mlflows_timeout_is_waited_for_and_no_epoch_is_lost(
         tiny_aclimdb, tracking_uri, monkeypatch, caplog):
     lock = HoldStoreLock(tracking_uri, seconds=24)
-    fit = run_module.fit
-    monkeypatch.setattr(run_module, "fit", lambda *args, callbacks=None, **kwargs: fit(
-        *args, callbacks=[*(callbacks or []), lock], **kwargs))
+    fit_with_callbacks(monkeypatch, lock)
     train(tiny_config(tiny_aclimdb, tracking_uri))
     lock.thread.join()
     run = only_run(tracking_uri)
@@ -69,6 +66,7 @@ def test_a_store_locked_longer_than_mlflows_timeout_is_waited_for_and_no_epoch_i
     assert "the MLflow store is busy" in caplog.text and "record epoch 2's metrics" in caplog.text
 
 
+@pytest.mark.integration
 def test_a_diverging_loss_stops_the_run_failed_at_the_first_nan(tiny_aclimdb, tracking_uri):
     cfg = tiny_config(tiny_aclimdb, tracking_uri, "trainer.optimizer=sgd", "trainer.learning_rate=1e38",
                       "trainer.batch_size=2", "trainer.epochs=20")  # weights overflow to inf, then NaN
@@ -103,6 +101,7 @@ def set_owner(uri: str, run_id: str, owner: str) -> None:
     MlflowClient(uri).set_tag(run_id, OWNER_TAG, owner)
 
 
+@pytest.mark.integration
 def test_resuming_a_run_that_a_live_process_trains_is_refused(interrupted_run, tiny_aclimdb, tracking_uri):
     trainer = subprocess.Popen(["sleep", "60"])  # the live process that trains the run
     try:
@@ -116,6 +115,7 @@ def test_resuming_a_run_that_a_live_process_trains_is_refused(interrupted_run, t
     assert only_run(tracking_uri).info.status == "RUNNING"  # untouched
 
 
+@pytest.mark.integration
 def test_a_run_whose_process_is_gone_is_resumed_and_one_on_another_host_needs_takeover(
         interrupted_run, tiny_aclimdb, tracking_uri):
     gone = subprocess.Popen(["true"])
@@ -133,6 +133,7 @@ def test_a_run_whose_process_is_gone_is_resumed_and_one_on_another_host_needs_ta
     assert steps == [0, 1]  # once each: one process wrote into the run at a time
 
 
+@pytest.mark.integration
 def test_takeover_continues_a_run_left_running_on_another_host(interrupted_run, tiny_aclimdb, tracking_uri):
     set_owner(tracking_uri, interrupted_run, "node-17.cluster:4242:1700000000")
     train(tiny_config(tiny_aclimdb, tracking_uri, f"trainer.resume={interrupted_run}", "trainer.takeover=true"))
@@ -141,6 +142,7 @@ def test_takeover_continues_a_run_left_running_on_another_host(interrupted_run, 
 
 # --- a model being logged when the run stops ---------------------------------------------------------------
 
+@pytest.mark.integration
 def test_a_run_stopped_while_its_model_is_logged_leaves_no_pending_model(tiny_aclimdb, tracking_uri, monkeypatch):
     def interrupted(*args, **kwargs):  # SIGTERM while MLflow uploads the model's files
         raise Terminated("SIGTERM")
@@ -157,6 +159,7 @@ def test_a_run_stopped_while_its_model_is_logged_leaves_no_pending_model(tiny_ac
 
 # --- processes ---------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_four_first_runs_at_once_on_a_new_sqlite_store_all_start(tmp_path):
     """MLflow creates a new store's tables and runs its migrations in whichever process opens it first."""
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
@@ -178,13 +181,14 @@ def runs_of(uri: str):
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whole_group", [False, True], ids=["sweep-process", "process-group"])
 def test_sigterm_to_a_joblib_sweep_ends_every_run_killed_and_leaves_no_worker(tiny_aclimdb, tmp_path, whole_group):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [SEQLAB, "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-               f"hydra.sweep.dir={tmp_path / 'multirun'}", f"dataset.path={tiny_aclimdb}", f"tracking.uri={uri}",
-               "model.units=4", "model.embedding_dim=4", "preprocess.max_length=12", "trainer.epochs=200",
-               "trainer.batch_size=2", "tracking.log_model=false", "trainer.seed=1,2,3"]
+    command = seqlab_command("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             f"hydra.sweep.dir={tmp_path / 'multirun'}", f"dataset.path={tiny_aclimdb}",
+                             f"tracking.uri={uri}", "debug=tiny", "trainer.epochs=200", "trainer.batch_size=2",
+                             "tracking.log_model=false", "trainer.seed=1,2,3")
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
     try:
@@ -205,10 +209,13 @@ def test_sigterm_to_a_joblib_sweep_ends_every_run_killed_and_leaves_no_worker(ti
     runs = runs_of(uri)
     assert {run.info.status for run in runs} == {"KILLED"}, [(r.info.run_name, r.info.status) for r in runs]
     assert len(runs) == 3  # the parent and the two jobs that had started; the third never started
+    [parent] = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert parent.data.tags["error"] == "interrupted by SIGTERM"  # ended by the run lifecycle, as its jobs
     time.sleep(1)
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.integration
 def test_a_store_on_a_full_disk_gives_one_paragraph_and_resume_continues_the_run(tiny_aclimdb, tracking_uri,
                                                                                 monkeypatch, capfd):
     """The disk fills during epoch 2: its checkpoint upload fails, and so does every later write to the store,

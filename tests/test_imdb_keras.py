@@ -42,6 +42,7 @@ def load(*overrides):
     return load_dataset(data_part(compose_config(["dataset=imdb_keras", *overrides])))
 
 
+@pytest.mark.unit
 def test_ids_are_decoded_to_words_with_labels(tmp_path):
     path = write_imdb_npz(tmp_path / "keras")
     data = load(f"dataset.path={path}", "dataset.num_words=null", "dataset.validation_split=0.25")
@@ -65,6 +66,7 @@ def keras_reference(path, monkeypatch, **options):
     return sorted((" ".join(words[i] for i in ids[1:]), int(label)) for ids, label in zip(x, y))  # ids[0]: start
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("options", [dict(num_words=8), dict(num_words=8, skip_top=5),
                                      dict(num_words=100, maxlen=4), dict(num_words=10, index_from=2)])
 def test_num_words_skip_top_maxlen_and_index_from_act_as_in_keras(tmp_path, monkeypatch, options):
@@ -74,6 +76,7 @@ def test_num_words_skip_top_maxlen_and_index_from_act_as_in_keras(tmp_path, monk
     assert any("xxunk" in text for text in data.test.texts) == (options["num_words"] < 15)
 
 
+@pytest.mark.unit
 def test_num_words_null_keeps_every_word(tmp_path):
     # (Keras' load_data(num_words=None) turns the single highest id into out-of-vocabulary; seqlab keeps it.)
     data = load(f"dataset.path={write_imdb_npz(tmp_path / 'keras')}", "dataset.num_words=null")
@@ -81,6 +84,7 @@ def test_num_words_null_keeps_every_word(tmp_path):
     assert {word for text in data.test.texts for word in text.split()} == set(WORDS)
 
 
+@pytest.mark.unit
 def test_bad_files_and_options_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="neither keras.datasets.imdb's imdb.npz"):
         load(f"dataset.path={tmp_path / 'nowhere'}")
@@ -95,6 +99,7 @@ def test_bad_files_and_options_are_clear_errors(tmp_path):
         load(f"dataset.path={tmp_path / 'broken.npz'}")
 
 
+@pytest.mark.unit
 def test_offline_without_a_path_is_a_clear_error(tmp_path, monkeypatch):
     empty = [f"data_dir={tmp_path / 'empty'}", f"cache_dir={tmp_path / 'cache'}"]
     with pytest.raises(DataError, match="dataset.download is false") as caught:
@@ -115,6 +120,7 @@ def test_offline_without_a_path_is_a_clear_error(tmp_path, monkeypatch):
         load(*empty)
 
 
+@pytest.mark.integration
 def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -124,9 +130,8 @@ def test_flat_models_train_on_it_and_the_logged_model_predicts_raw_text(tmp_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose_config(["dataset=imdb_keras", f"dataset.path={write_imdb_npz(tmp_path / 'keras', per_class=24)}",
-                          "dataset.num_words=10", "model=fasttext_bigram", "model.embedding_dim=8",
-                          "model.ngram_buckets=32", "preprocess.max_length=6", "trainer.epochs=2",
-                          "trainer.progress=false", f"tracking.uri={uri}"])
+                          "dataset.num_words=10", "debug=tiny", "model=fasttext_bigram", "preprocess.max_length=6",
+                          "trainer.epochs=2", f"tracking.uri={uri}"])
     train(cfg)
     client = MlflowClient(uri)
     [run] = [r for r in client.search_runs([client.get_experiment_by_name("imdb_keras").experiment_id])

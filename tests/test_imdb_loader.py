@@ -12,6 +12,8 @@ from seqlab.errors import DataError
 from seqlab.config.plan import data_part
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.unit
+
 
 def load(*overrides):
     return load_dataset(data_part(compose_config(list(overrides))))

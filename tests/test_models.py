@@ -24,12 +24,14 @@ def spec(num_classes=2, mask_zero=False, max_length=500):
     return InputSpec(vocab_size=5000, sequence_shape=(max_length,), num_classes=num_classes, mask_zero=mask_zero)
 
 
+@pytest.mark.unit
 def test_tutorial_lstm_has_213301_parameters():
     model = build_model(compose_config().model, spec())
     assert model.count_params() == 213_301
     assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Embedding", "LSTM", "Dense"]
 
 
+@pytest.mark.unit
 def test_every_registered_model_has_a_config_file():
     from seqlab.config.compose import config_dir
 
@@ -37,6 +39,7 @@ def test_every_registered_model_has_a_config_file():
     assert set(MODELS) <= files
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", FLAT_MODELS)
 def test_output_and_loss_follow_the_number_of_classes(name):
     keras.utils.set_random_seed(0)  # the initial weights, whatever ran before in this process
@@ -55,6 +58,7 @@ def test_output_and_loss_follow_the_number_of_classes(name):
     assert abs(float(binary_loss) - np.log(2)) < 0.3 and abs(float(multi_loss) - np.log(8)) < 0.5
 
 
+@pytest.mark.unit
 def test_post_padding_is_masked():
     """With post padding, padding positions do not change the output: 3 words + 9 pads == 3 words alone."""
     cfg = compose_config(["model.units=8", "model.embedding_dim=4"]).model
@@ -73,11 +77,13 @@ def tiny_model_config(name, *overrides):
     return compose_config([*tiny_model(name), *overrides]).model
 
 
+@pytest.mark.unit
 def test_every_flat_architecture_is_registered():
     assert set(PROMISED) <= set(FLAT_MODELS)
     assert {"bilstm", "attention_bilstm", "fasttext_bigram", "transformer"} <= set(ALWAYS_MASKED)
 
 
+@pytest.mark.unit
 def test_tutorial_variants_keep_the_tutorials_shapes():
     assert build_model(compose_config(["model=cnn_lstm"]).model, spec()).count_params() == 216_405
     dropout = build_model(compose_config(["model=lstm_dropout"]).model, spec())
@@ -97,6 +103,7 @@ def test_tutorial_variants_keep_the_tutorials_shapes():
     assert not any(isinstance(layer, keras.layers.Embedding) for layer in no_embedding.layers)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", FLAT_MODELS)
 def test_each_model_trains_one_step_and_saves_with_its_preprocessing(name, tmp_path):
     cfg = compose_config([*tiny_model(name), "preprocess.vocab_size=40", "preprocess.max_length=8",
@@ -134,6 +141,7 @@ def same_output_with_and_without_padding(name, padding):
     return np.allclose(padded_model(padded), alone_model(np.array([words])), atol=1e-6)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", FLAT_MODELS)
 def test_padding_positions_do_not_change_the_output(name):
     assert same_output_with_and_without_padding(name, "post")
@@ -141,6 +149,7 @@ def test_padding_positions_do_not_change_the_output(name):
         assert same_output_with_and_without_padding(name, "pre")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", FLAT_MODELS)
 def test_a_text_without_words_gets_a_finite_answer(name):
     """An empty or all-punctuation text is all padding: the answer must still be probabilities, not NaN."""
@@ -148,12 +157,14 @@ def test_a_text_without_words_gets_a_finite_answer(name):
     assert np.isfinite(model(np.zeros((2, 6), np.int32))).all()
 
 
+@pytest.mark.unit
 def test_unmasked_pre_padding_leaks_into_the_tutorial_models():
     """Pre padding keeps the tutorial's unmasked models (and cuDNN): there the padding does count."""
     assert not same_output_with_and_without_padding("lstm", "pre")
     assert not same_output_with_and_without_padding("cnn_lstm", "pre")
 
 
+@pytest.mark.unit
 def test_attention_weights_are_a_distribution_over_the_words_only():
     model = build_model(tiny_model_config("attention_bilstm"), spec(2, max_length=10))
     probe = keras.Model(model.input, model.get_layer("attention_weights").output)
@@ -163,6 +174,7 @@ def test_attention_weights_are_a_distribution_over_the_words_only():
     assert np.all(weights[tokens == 0] == 0) and np.all(weights[tokens != 0] > 0)
 
 
+@pytest.mark.unit
 def test_fasttext_bigrams_see_word_order_and_unigrams_do_not():
     tokens = np.array([[3, 9, 4, 0, 0], [4, 9, 3, 0, 0]])  # the same words, reversed
 
@@ -179,6 +191,7 @@ def test_fasttext_bigrams_see_word_order_and_unigrams_do_not():
     assert model.get_layer("embedding").input_dim == 5000 + 100  # word rows, then bigram rows
 
 
+@pytest.mark.unit
 def test_fasttext_trigrams_see_what_bigrams_cannot():
     # the same words and the same word pairs, in a different order: only a trigram tells them apart
     tokens = np.array([[1, 2, 1, 3, 1, 0], [1, 3, 1, 2, 1, 0]])
@@ -198,6 +211,7 @@ def test_fasttext_trigrams_see_what_bigrams_cannot():
     assert np.array_equal(trigram_ids[:, :11], bigram_ids)
 
 
+@pytest.mark.unit
 def test_word_dropout_drops_whole_word_vectors():
     model = build_model(tiny_model_config("lstm_dropout", "model.embedding_dropout=0.5"), spec(2, max_length=50))
     embedded = model.get_layer("embedding")(np.arange(1, 51)[None, :])
@@ -207,6 +221,7 @@ def test_word_dropout_drops_whole_word_vectors():
     assert np.allclose(dropped[~zero_rows], 2 * np.asarray(embedded)[0][~zero_rows], atol=1e-6)
 
 
+@pytest.mark.unit
 def test_flat_models_refuse_hierarchical_inputs():
     from seqlab.errors import ConfigError
 
@@ -215,15 +230,15 @@ def test_flat_models_refuse_hierarchical_inputs():
         build_model(tiny_model_config("bilstm"), hierarchical)
 
 
+@pytest.mark.integration
 def test_rating_target_trains_an_eight_class_model(tiny_aclimdb, tracking_uri):
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from seqlab.workflow.train import train
 
-    cfg = compose_config([f"dataset.path={tiny_aclimdb}", "dataset.target=rating", *tiny_model("cnn_lstm"),
-                          "preprocess.max_length=12", "preprocess.padding=post", "trainer.epochs=1",
-                          "trainer.progress=false", "tracking.log_model=false", f"tracking.uri={tracking_uri}"])
+    cfg = compose_config([f"dataset.path={tiny_aclimdb}", "dataset.target=rating", "debug=tiny", "model=cnn_lstm",
+                          "preprocess.padding=post", "tracking.log_model=false", f"tracking.uri={tracking_uri}"])
     train(cfg)
     client = MlflowClient(tracking_uri)
     [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
@@ -257,6 +272,7 @@ def _two_adam_steps(optimizer, ids_per_step, densify=False):
     return np.asarray(embedding.embeddings), gradient_type if ids_per_step else None
 
 
+@pytest.mark.unit
 def test_lazy_adam_matches_adam_on_rows_it_sees_and_leaves_the_others_alone():
     from seqlab.training.optimizers import LazyAdam
 
@@ -273,6 +289,7 @@ def test_lazy_adam_matches_adam_on_rows_it_sees_and_leaves_the_others_alone():
     np.testing.assert_array_equal(lazy[5:], initial[5:])  # rows never seen are never written
 
 
+@pytest.mark.integration
 def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
     cfg = compose_config(["model=fasttext_bigram", "model.ngram_buckets=64", "trainer.optimizer=lazy_adam"])
     model = build_model(cfg.model, spec(2, mask_zero=True, max_length=8))
@@ -284,6 +301,7 @@ def test_lazy_adam_is_a_trainer_optimizer_and_fasttext_trains_with_it():
     assert model.evaluate(tokens, labels, verbose=0) < before - 0.05
 
 
+@pytest.mark.slow
 def test_a_model_compiled_with_lazy_adam_loads_in_a_fresh_process(tmp_path):
     """The logged model's loader (seqlab.serving.pyfunc._load_pyfunc) imports seqlab's layers and
     preprocessing only; the saved inner network names its optimizer, LazyAdam."""

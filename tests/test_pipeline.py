@@ -43,6 +43,7 @@ def skewed():
 
 # --- length buckets -------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_bucketed_epoch_holds_every_example_once_in_full_batches(skewed):
     tokens, lengths, labels = skewed
     boundaries = pipeline.derive_boundaries(lengths, 60)
@@ -61,6 +62,7 @@ def test_bucketed_epoch_holds_every_example_once_in_full_batches(skewed):
     assert dataset.cardinality().numpy() == 16
 
 
+@pytest.mark.unit
 def test_bucketed_batches_are_length_homogeneous(skewed):
     tokens, lengths, labels = skewed
     boundaries = pipeline.derive_boundaries(lengths, 60)
@@ -74,6 +76,7 @@ def test_bucketed_batches_are_length_homogeneous(skewed):
     assert lengths.sum() / steps > 0.8  # what is left is mostly words
 
 
+@pytest.mark.unit
 def test_bucketed_order_is_reproducible_from_the_seed(skewed):
     tokens, lengths, labels = skewed
     boundaries = [16, 32, 48, 60]
@@ -86,6 +89,7 @@ def test_bucketed_order_is_reproducible_from_the_seed(skewed):
     assert not np.array_equal(two_epochs(3), two_epochs(4))
 
 
+@pytest.mark.unit
 def test_dict_inputs_bucket_the_tokens_only(skewed):
     tokens, lengths, labels = skewed
     metadata = np.random.default_rng(0).normal(size=(1000, 3)).astype("float32")
@@ -98,12 +102,14 @@ def test_dict_inputs_bucket_the_tokens_only(skewed):
     assert widths <= {15, 31, 59, 60}  # XLA sees one shape per bucket
 
 
+@pytest.mark.unit
 def test_pre_padded_ids_are_refused():
     pre_padded = post_padded([3, 5], 8)[:, ::-1]
     with pytest.raises(ValueError, match="post-padded"):
         pipeline.make_dataset(pre_padded, np.array([0, 1]), 2, seed=0, boundaries=[4])
 
 
+@pytest.mark.unit
 def test_predict_keeps_the_input_order(skewed):
     tokens, lengths, labels = skewed
     cfg = compose_config(tiny_model("lstm")).model
@@ -113,6 +119,7 @@ def test_predict_keeps_the_input_order(skewed):
     assert np.allclose(bucketed, padded, atol=1e-5)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", FLAT_MODELS)
 def test_every_flat_model_trains_on_buckets_and_ignores_their_padding(name, skewed):
     """Masked: the output for a review does not depend on how far its batch pads it."""
@@ -131,6 +138,7 @@ def test_every_flat_model_trains_on_buckets_and_ignores_their_padding(name, skew
 
 # --- configuration ----------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_bucketing_null_resolves_per_model_and_switches_to_post_padding(monkeypatch):
     on = resolve(compose_config(["model=lstm"])).config
     assert on.trainer.bucketing is True and on.preprocess.padding == "post"
@@ -145,6 +153,7 @@ def test_bucketing_null_resolves_per_model_and_switches_to_post_padding(monkeypa
     assert resolve(compose_config(["model=lstm"])).features.bucketing is False
 
 
+@pytest.mark.unit
 def test_bucketing_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="trainer.bucket_boundaries"):  # validation, before any run starts
         validate(compose_config(["trainer.bucket_boundaries=[64,32]"]))
@@ -155,6 +164,7 @@ def test_bucketing_config_errors_name_the_key():
         assert resolve(compose_config([f"model={name}"])).features.bucketing is False
 
 
+@pytest.mark.unit
 def test_derived_boundaries_are_quantiles_capped_by_max_length():
     lengths = np.arange(1, 1001)
     boundaries = pipeline.derive_boundaries(lengths, 500)
@@ -172,6 +182,7 @@ def splits(train_texts):
                          test=examples(NEGATIVE[:3] + ["an unseen word here"]), class_names=["neg", "pos"])
 
 
+@pytest.mark.unit
 def test_cache_hit_skips_tokenization_and_gives_identical_arrays(tmp_path, monkeypatch):
     cfg = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=6"])
     data = splits(POSITIVE + NEGATIVE)
@@ -193,6 +204,7 @@ def test_cache_hit_skips_tokenization_and_gives_identical_arrays(tmp_path, monke
     assert np.array_equal(loaded.apply(texts), fitted.apply(texts))
 
 
+@pytest.mark.unit
 def test_cache_key_changes_with_the_preprocessing_and_the_data(tmp_path):
     cfg = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=6"])
     encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))
@@ -205,6 +217,7 @@ def test_cache_key_changes_with_the_preprocessing_and_the_data(tmp_path):
     assert len(list((tmp_path / "tokens").glob("*.npz"))) == 3
 
 
+@pytest.mark.unit
 def test_unreadable_cache_file_is_rebuilt(tmp_path):
     cfg = compose_config([f"cache_dir={tmp_path}", "preprocess.max_length=6"])
     _, arrays, _ = encode_splits(resolve(cfg).features, splits(POSITIVE + NEGATIVE))
@@ -217,6 +230,7 @@ def test_unreadable_cache_file_is_rebuilt(tmp_path):
 
 # --- GPU-ready settings, checked on CPU ------------------------------------------------------------
 
+@pytest.mark.unit
 def test_kernel_tag_follows_kerass_cudnn_conditions():
     spec = InputSpec(vocab_size=100, sequence_shape=(None,), num_classes=2, mask_zero=True)
 
@@ -228,6 +242,7 @@ def test_kernel_tag_follows_kerass_cudnn_conditions():
     assert kernel("lstm", device="cpu") == "cpu" and kernel("fasttext_bigram") == "none"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_mixed_bfloat16_and_xla_train_on_cpu_with_a_float32_output(skewed, jit_compile):
     tokens, lengths, labels = skewed
@@ -257,8 +272,7 @@ def test_bucketed_run_records_its_settings_and_reuses_the_tokens(real_data_dir, 
     caplog.set_level(logging.INFO, logger="seqlab")
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    overrides = [f"data_dir={real_data_dir}", "dataset.max_train=300", "dataset.max_test=100",
-                 "preprocess.max_length=80", "trainer.epochs=1", "model.units=8", f"tracking.uri={uri}",
+    overrides = [f"data_dir={real_data_dir}", "debug=tiny", "preprocess.max_length=80", f"tracking.uri={uri}",
                  f"cache_dir={tmp_path / 'cache'}", "tracking.log_model=false", "trainer.checkpoint=false"]
     train(compose_config(overrides))
     assert "tokenized data from the cache" not in caplog.text

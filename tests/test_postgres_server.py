@@ -8,19 +8,19 @@ import glob
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, free_port, mlflow_server_at, write_aclimdb
+from tests.conftest import REPO, free_port, mlflow_server_at, run_seqlab, write_aclimdb
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = REPO / "scripts" / "postgres.sh"
-TINY = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "model.units=4",
-        "trainer.batch_size=16", "trainer.epochs=2"]
 EPOCHS = 2
+TINY = ["debug=tiny", f"trainer.epochs={EPOCHS}"]
 SEEDS = (1, 2, 3, 4)
 
 
@@ -29,12 +29,6 @@ def unavailable(reason: str):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{reason} (CI=true: it must run there; .ci/run installs PostgreSQL)")
     pytest.skip(reason)
-
-
-def seqlab(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEQLAB_DATA_DIR": str(cwd)}  # never the user's data; the test passes dataset.path
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +65,16 @@ def tracking_server(postgres, tmp_path_factory):
         yield url, folder / "artifacts"
 
 
-@pytest.mark.slow
 def test_four_parallel_jobs_on_a_postgres_server_lose_nothing(postgres, tracking_server, tmp_path):
     import sqlalchemy
 
     url, artifacts = tracking_server
     reviews = write_aclimdb(tmp_path / "data", per_class=20)
-    result = seqlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
-                    f"trainer.seed={','.join(map(str, SEEDS))}", f"dataset.path={reviews}", *TINY,
-                    "trainer.checkpoint=false", "tracking.log_model=false", "tracking.system_metrics=false",
-                    f"tracking.uri={url}", "tracking.experiment=pg_parallel", "tracking.sweep=four", cwd=tmp_path)
+    result = run_seqlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+                        f"trainer.seed={','.join(map(str, SEEDS))}", f"dataset.path={reviews}", *TINY,
+                        "trainer.checkpoint=false", "tracking.log_model=false", f"tracking.uri={url}",
+                        "tracking.experiment=pg_parallel", "tracking.sweep=four", cwd=tmp_path,
+                        env={"SEQLAB_DATA_DIR": str(tmp_path)})  # never the user's data: dataset.path names it
     assert result.returncode == 0, result.stderr[-3000:]
 
     client = MlflowClient(url)

@@ -3,41 +3,24 @@ come back as the input wrote them (leading zeros, gaps, large integers, one thre
 bad arguments stop before the model loads, and --output prints a one-line summary instead of every prediction."""
 
 import json
-import os
-import subprocess
-import sys
 
-import mlflow
 import pandas as pd
 import pytest
 
+from seqlab.cli import predict as predict_command
 from seqlab.serving import predict
-from seqlab.workflow import train as train_module
-from tests.conftest import compose_config, tiny_model
-
-POSITIVE = ["great film", "wonderful acting", "superb story", "loved it"]
-NEGATIVE = ["awful film", "boring acting", "dull story", "hated it"]
+from tests.conftest import run_seqlab
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """A tiny model trained once for the module (a few seconds): its runs:/ URI and store."""
-    folder = tmp_path_factory.mktemp("model")
-    rows = [{"text": (POSITIVE if i % 2 else NEGATIVE)[i % 4], "label": "pos" if i % 2 else "neg"} for i in range(80)]
-    pd.DataFrame(rows).to_csv(folder / "train.csv", index=False)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    cfg = compose_config(["dataset=custom", f"dataset.path={folder / 'train.csv'}", *tiny_model("lstm"),
-                          "preprocess.max_length=8", "trainer.epochs=1", f"tracking.uri={uri}",
-                          "tracking.experiment=predict", "tracking.system_metrics=false", "trainer.progress=false"])
-    train_module.train(cfg)
-    [run] = mlflow.MlflowClient(uri).search_runs(
-        [mlflow.MlflowClient(uri).get_experiment_by_name("predict").experiment_id])
-    return f"runs:/{run.info.run_id}/model", uri
+@pytest.fixture
+def model(tiny_logged_model):
+    """The tiny pos/neg model trained once per test process (tests/conftest.py): its runs:/ URI and store."""
+    return tiny_logged_model.model_uri, tiny_logged_model.uri
 
 
 def run_predict(model, *args):
     model_uri, store = model
-    return predict.main([model_uri, *map(str, args), "--tracking-uri", store])
+    return predict_command.main([model_uri, *map(str, args), "--tracking-uri", store])
 
 
 def write_csv(path, text):
@@ -45,6 +28,7 @@ def write_csv(path, text):
     return path
 
 
+@pytest.mark.integration
 def test_the_input_is_never_the_output(model, tmp_path, capsys, monkeypatch):
     """Whatever the spelling (relative, ./, a symlink), --output naming --input is refused and the input kept."""
     source = write_csv(tmp_path / "in.csv", "id,text\n00123,great film\n")
@@ -57,6 +41,7 @@ def test_the_input_is_never_the_output(model, tmp_path, capsys, monkeypatch):
     assert "is the --input file" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_an_existing_output_is_replaced_only_with_overwrite(model, tmp_path, capsys):
     source = write_csv(tmp_path / "in.csv", "id,text\n1,great film\n2,awful film\n")
     output = write_csv(tmp_path / "out.csv", "someone's results\n")
@@ -69,6 +54,7 @@ def test_an_existing_output_is_replaced_only_with_overwrite(model, tmp_path, cap
     assert not [p.name for p in tmp_path.iterdir() if p.name not in ("in.csv", "out.csv")]  # no temporary left
 
 
+@pytest.mark.integration
 def test_an_output_in_a_missing_folder_names_the_folder(model, tmp_path, capsys):
     output = tmp_path / "no" / "such" / "out.csv"
     assert run_predict(model, "--text", "great film", "--output", output) == 3
@@ -77,6 +63,7 @@ def test_an_output_in_a_missing_folder_names_the_folder(model, tmp_path, capsys)
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", ["-5", "0", "many", "1.5"])
 def test_batch_size_must_be_a_positive_whole_number(model, value, capsys):
     with pytest.raises(SystemExit) as caught:
@@ -86,6 +73,7 @@ def test_batch_size_must_be_a_positive_whole_number(model, value, capsys):
     assert "--batch-size" in error and repr(value) in error and "at least 1" in error, error
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".csv.gz", ".jsonl", ".parquet"])
 def test_ids_come_back_as_written(tmp_path, suffix):
     """Leading zeros kept, a missing id stays empty (not 'nan'), an integer column with a gap gives no '7.0', and
@@ -116,6 +104,7 @@ def test_ids_come_back_as_written(tmp_path, suffix):
     assert ids == expected and read_texts == texts
 
 
+@pytest.mark.unit
 def test_a_thread_id_written_as_1_and_1_0_is_one_prediction(tmp_path):
     rows = [{"thread_id": 1, "text": "great"}, {"thread_id": "1", "text": "film"}, {"thread_id": 1.0, "text": "!"},
             {"thread_id": "007", "text": "awful"}, {"thread_id": "007", "text": "film"}]
@@ -125,15 +114,14 @@ def test_a_thread_id_written_as_1_and_1_0_is_one_prediction(tmp_path):
     assert ids == ["1", "007"] and texts == ["great\nfilm\n!", "awful\nfilm"]
 
 
+@pytest.mark.slow
 def test_predict_with_output_writes_the_file_and_prints_one_summary_line(model, tmp_path):
     """The one end-to-end `seqlab predict`: with --output, stdout stays empty and stderr holds one summary line;
     the file's ids join back to the input's."""
     source = write_csv(tmp_path / "in.csv", "id,text\n00123,great film\n,awful film\n7,loved it\n")
     output = tmp_path / "out.csv"
-    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", model[0], "--input", str(source),
-                             "--output", str(output), "--tracking-uri", model[1]],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = run_seqlab("predict", model[0], "--input", source, "--output", output, "--tracking-uri", model[1],
+                        env={"MLFLOW_TRACKING_URI": None})
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""  # not a line per prediction
     summary = [line for line in result.stderr.splitlines() if line.startswith("seqlab: wrote")]

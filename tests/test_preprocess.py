@@ -6,6 +6,8 @@ from omegaconf import OmegaConf
 
 from seqlab.features.preprocess import WordPreprocessor
 
+pytestmark = pytest.mark.unit
+
 TRAIN = ["one two three four five six", "one two", "Seven, eight!<br />nine"]
 
 

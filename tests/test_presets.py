@@ -1,10 +1,13 @@
 """The presets in conf/experiment: each composes to a valid config, a `<dataset>_<model>` preset selects that
-dataset and model, and every benchmark row (every flat model on IMDB) has its preset."""
+dataset and model, and every benchmark row (every flat model on IMDB) has its preset. And conf/debug's debug=tiny:
+a short run with small layers for any model, after every other group."""
 
 import pytest
 
 from seqlab.config.validate import validate
 from tests.conftest import REPO, compose_config
+
+pytestmark = pytest.mark.unit
 
 PRESETS = sorted(path.stem for path in (REPO / "conf" / "experiment").glob("*.yaml"))
 DATASETS = {path.stem for path in (REPO / "conf" / "dataset").glob("*.yaml")}
@@ -74,3 +77,48 @@ def test_imdb_pretrained_preset_chains_a_pretraining_on_the_training_side_review
     assert preset == compose_config(["experiment=imdb_fasttext_bigram", "pretrain=word2vec", "model.pretrained=pretrain",
                                      "pretrain.corpus=[imdb_unsup,train]"])
     assert preset.pretrain.embedding_dim == preset.model.embedding_dim
+
+
+# --- debug=tiny (conf/debug/): a seconds-long run of any config -------------------------------------------
+
+@pytest.mark.parametrize("model", MODELS)
+def test_debug_tiny_gives_every_model_small_layers_and_a_short_run(model):
+    """For every run a few hundred examples and one epoch; and a model's own small sizes where it has them
+    (conf/debug/model/tiny_<model>.yaml, optional: the keys differ per model): then no layer of it stays wide (every
+    size at most 64, fastText's 2^20 n-gram rows too)."""
+    from dataclasses import fields
+
+    from seqlab.models.catalog import MODELS as REGISTERED
+
+    cfg = compose_config(["debug=tiny", f"model={model}"])
+    validate(cfg)
+    assert (cfg.dataset.max_train, cfg.dataset.max_test, cfg.trainer.epochs) == (200, 100, 1)
+    assert cfg.preprocess.vocab_size == 500 and not cfg.tracking.system_metrics
+    if not (REPO / "conf" / "debug" / "model" / f"tiny_{model}.yaml").is_file():
+        return  # a model added without tiny sizes runs debug=tiny at its own
+    sizes = {field.name: field.default for field in fields(REGISTERED[model].config)
+             if field.type in ("int", int) and field.name != "max_positions"}  # a bound on the input, not a layer
+    assert {key: cfg.model[key] for key in sizes if cfg.model[key] > 64} == {}
+    assert any(cfg.model[key] < default for key, default in sizes.items())  # it shrank
+    inputs = cfg.preprocess.get("max_length") or cfg.preprocess.max_units * cfg.preprocess.max_unit_length
+    assert inputs <= 32
+
+
+@pytest.mark.parametrize("overrides", [["experiment=seed_tutorial"], ["experiment=dailydialog_hier_conv"],
+                                       ["experiment=imdb_pretrained"], ["preprocess=subword", "pretrain=lm"],
+                                       ["dataset=custom", "model=hier_transformer"]])
+def test_debug_tiny_comes_after_presets_and_other_groups(overrides):
+    cfg = compose_config([*overrides, "debug=tiny"])
+    validate(cfg)
+    assert (cfg.trainer.epochs, cfg.dataset.max_train, cfg.preprocess.vocab_size) == (1, 200, 500)  # over the preset
+    if cfg.pretrain:  # the pretraining shrinks too (pretrain=lm: its LSTM as wide as the model's, to initialise it)
+        assert (cfg.pretrain.max_texts, cfg.pretrain.epochs, cfg.pretrain.vocab_size) == (1000, 1, 500)
+        if cfg.pretrain.name == "lm":
+            assert cfg.pretrain.units == cfg.model.units
+
+
+def test_debug_is_off_by_default_and_the_command_line_overrides_it():
+    default = compose_config([])
+    assert (default.dataset.max_train, default.trainer.epochs, default.model.units) == (None, 3, 100)
+    given = compose_config(["debug=tiny", "trainer.epochs=2", "model.units=8"])
+    assert (given.trainer.epochs, given.model.units, given.model.embedding_dim) == (2, 8, 4)

@@ -21,13 +21,12 @@ from seqlab.errors import ConfigError, DataError
 from seqlab.pretraining.pretrain import KEY_TAG, pretrain
 from seqlab.workflow.train import train
 from seqlab.config.plan import data_part, resolve
-from tests.conftest import compose_config, tiny_model
+from tests.conftest import compose_config, run_seqlab
 
 MARKER = "zqxmarkerword"  # planted in test texts only
 GOOD = ["great", "wonderful", "superb", "brilliant", "lovely", "excellent"]
 BAD = ["awful", "dreadful", "boring", "terrible", "dull", "tedious"]
 FILLER = ["the", "film", "story", "cast", "plot", "movie", "acting", "scene"]
-QUIET = ["trainer.progress=false", "trainer.checkpoint=false", "tracking.system_metrics=false"]
 
 
 def sentences(rng, words, count):
@@ -47,9 +46,10 @@ def tiny_dataset(tmp_path) -> dict:
 
 
 def config(dataset, uri, *overrides, model="bilstm"):
+    """debug=tiny (embedding_dim 4, as the vectors these tests write) on the tiny dataset, in batches of 16."""
     return compose_config(["dataset=custom", f"dataset.path={dataset['train']}", f"dataset.test_path={dataset['test']}",
-                           *tiny_model(model), "preprocess.vocab_size=60", "trainer.epochs=1", "trainer.batch_size=16",
-                           f"tracking.uri={uri}", *QUIET, *overrides])
+                           "debug=tiny", f"model={model}", "trainer.batch_size=16", "trainer.checkpoint=false",
+                           f"tracking.uri={uri}", *overrides])
 
 
 def runs(uri, experiment):
@@ -65,6 +65,7 @@ def vocabulary_of(uri, run_id) -> list[str]:
     return pretrained_module.read_folder(Path(folder), source=folder).words
 
 
+@pytest.mark.integration
 def test_pretraining_is_recorded_and_reused_for_the_same_corpus_and_settings(tiny_dataset, tracking_uri):
     cfg = config(tiny_dataset, tracking_uri, "pretrain=word2vec", "pretrain.epochs=3", "pretrain.min_count=1",
                  "pretrain.probe_words=[great,awful]")
@@ -88,13 +89,12 @@ def test_pretraining_is_recorded_and_reused_for_the_same_corpus_and_settings(tin
     assert other != first and MlflowClient(tracking_uri).get_run(other).data.tags[KEY_TAG] != run.data.tags[KEY_TAG]
 
 
+@pytest.mark.slow
 def test_seqlab_pretrain_command_prints_the_run_and_the_encoder_model_is_registrable(tiny_dataset, tracking_uri, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "seqlab.cli", "pretrain", "dataset=custom",
-                           f"dataset.path={tiny_dataset['train']}", f"dataset.test_path={tiny_dataset['test']}",
-                           "pretrain.embedding_dim=8", "pretrain.min_count=1", "pretrain.epochs=2",
-                           f"tracking.uri={tracking_uri}", "tracking.registered_model=tiny-vectors",
-                           f"hydra.run.dir={tmp_path / 'out'}"],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = run_seqlab("pretrain", "dataset=custom", f"dataset.path={tiny_dataset['train']}",
+                      f"dataset.test_path={tiny_dataset['test']}", "pretrain.embedding_dim=8", "pretrain.min_count=1",
+                      "pretrain.epochs=2", f"tracking.uri={tracking_uri}", "tracking.registered_model=tiny-vectors",
+                      f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     uri = done.stdout.strip().splitlines()[-1]
     assert uri.startswith("runs:/")
@@ -118,6 +118,7 @@ def write_vectors(tmp_path, words, vectors) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind", ["glove", "word2vec_text", "word2vec_binary", "fasttext_vec"])
 def test_vectors_files_in_each_format_load_with_their_coverage_of_the_vocabulary(kind, tiny_dataset, tracking_uri,
                                                                                   tmp_path):
@@ -131,6 +132,7 @@ def test_vectors_files_in_each_format_load_with_their_coverage_of_the_vocabulary
     assert report.coverage == pytest.approx(len(GOOD + BAD) / (12 + len(FILLER)))  # the training texts' words
 
 
+@pytest.mark.integration
 def test_a_run_from_a_vectors_file_logs_its_coverage_and_source(tiny_dataset, tracking_uri, tmp_path):
     words = GOOD + BAD
     path = write_vectors(tmp_path, words, np.ones((len(words), 4), np.float32))["glove"]
@@ -154,6 +156,7 @@ def built_model(cfg):
     return build_model(cfg.model, spec), preprocessor, data, x_train
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("model", ["bilstm", "fasttext_bigram", "hier_conv"])
 def test_a_known_words_initial_embedding_is_its_pretrained_vector(model, tiny_dataset, tracking_uri):
     words = GOOD + BAD
@@ -169,6 +172,7 @@ def test_a_known_words_initial_embedding_is_its_pretrained_vector(model, tiny_da
     assert report.found == len(words)
 
 
+@pytest.mark.integration
 def test_a_language_models_lstm_initialises_the_bilstm_in_both_directions(tiny_dataset, tracking_uri):
     cfg = config(tiny_dataset, tracking_uri, "pretrain=lm", "pretrain.units=4", "pretrain.sequence_length=8",
                  "pretrain.batch_size=4", "pretrain.sampled_classes=8", "pretrain.min_count=1")
@@ -185,6 +189,7 @@ def test_a_language_models_lstm_initialises_the_bilstm_in_both_directions(tiny_d
     assert report.lstm == "bilstm (forward and backward)"
 
 
+@pytest.mark.integration
 def test_frozen_pretrained_layers_do_not_change_in_frozen_epochs_and_do_afterwards(tiny_dataset, tracking_uri):
     from seqlab.training.callbacks import PretrainedSchedule
     from seqlab.models.layers import loss_for
@@ -215,6 +220,7 @@ def test_frozen_pretrained_layers_do_not_change_in_frozen_epochs_and_do_afterwar
     assert not np.array_equal(snapshots[2][0], before[0]) and snapshots[2][2] == 0.5
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["word2vec", "lm"])
 def test_a_word_only_in_the_test_split_enters_no_pretraining(kind, tiny_dataset, tracking_uri):
     sizes = ["pretrain.units=4", "pretrain.sequence_length=8", "pretrain.batch_size=4",
@@ -238,6 +244,7 @@ def test_a_word_only_in_the_test_split_enters_no_pretraining(kind, tiny_dataset,
     assert corpus.dataset.name == "train" and corpus.tags[0].value == "pretraining"
 
 
+@pytest.mark.integration
 def test_test_texts_in_a_corpus_file_are_left_out_and_counted(tiny_dataset, tracking_uri, tmp_path):
     corpus = tmp_path / "corpus.txt"
     leaked = tiny_dataset["test_texts"][3]
@@ -249,6 +256,7 @@ def test_test_texts_in_a_corpus_file_are_left_out_and_counted(tiny_dataset, trac
     assert MARKER not in vocabulary_of(tracking_uri, run.info.run_id)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("suffix", [".txt", ".csv", ".jsonl"])
 def test_corpus_files_are_read_by_suffix(suffix, tmp_path):
     from seqlab.data.corpus import read_file
@@ -264,6 +272,7 @@ def test_corpus_files_are_read_by_suffix(suffix, tmp_path):
     assert read_file(str(path)) == texts
 
 
+@pytest.mark.unit
 def test_imdb_unsup_reads_the_unlabeled_reviews_of_the_archive(tmp_path):
     from seqlab.data.corpus import load_corpus
     from tests.conftest import write_aclimdb
@@ -280,6 +289,7 @@ def test_imdb_unsup_reads_the_unlabeled_reviews_of_the_archive(tmp_path):
     assert load_corpus(cfg.pretrain, data_part(cfg)).texts == [f"unlabeled review {i}" for i in range(3)]
 
 
+@pytest.mark.integration
 def test_bad_pretrained_sources_are_reported_by_key(tiny_dataset, tracking_uri, tmp_path):
     with pytest.raises(ConfigError, match="no pretraining is selected"):
         train(config(tiny_dataset, tracking_uri, "model.pretrained=pretrain"))
@@ -307,6 +317,7 @@ print(model.predict(pd.DataFrame({"text": ["great wonderful superb film", "awful
 """
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_model_predicts_raw_text_in_a_fresh_process(tiny_dataset, tracking_uri):
     cfg = config(tiny_dataset, tracking_uri, "pretrain=word2vec", "model.pretrained=pretrain", "pretrain.min_count=1",
                  "trainer.epochs=8", "model.pretrained_lr_multiplier=0.5")

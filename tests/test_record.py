@@ -4,8 +4,6 @@ and a model added with a builder and a config runs through the model checks."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +16,11 @@ from seqlab.config.validate import validate
 from seqlab.errors import ConfigError
 from seqlab.models.registry import ModelConfig, register
 from seqlab.models.catalog import MODELS
-from tests.conftest import compose_config, write_aclimdb
+from tests.conftest import compose_config, run_seqlab, write_aclimdb
 
-TINY = ["dataset.max_test=20", "preprocess.max_length=12", "preprocess.vocab_size=60", "model.units=4",
-        "model.embedding_dim=4", "trainer.epochs=1", "trainer.batch_size=8", "trainer.progress=false",
-        "tracking.log_model=false", "trainer.checkpoint=false"]
+# debug=tiny, with the input length and vocabulary the record's derived params are checked against
+TINY = ["debug=tiny", "preprocess.max_length=12", "preprocess.vocab_size=60", "tracking.log_model=false",
+        "trainer.checkpoint=false"]
 
 
 def train_runs(uri: str, data: Path, variants: list[list[str]]):
@@ -44,6 +42,7 @@ def dropout_runs(tmp_path_factory):
     return uri, runs
 
 
+@pytest.mark.integration
 def test_runs_differing_in_one_param_never_share_a_compare_row_and_seeds_do(dropout_runs):
     uri, runs = dropout_runs
     table = runs_frame(uri, "imdb")
@@ -51,6 +50,7 @@ def test_runs_differing_in_one_param_never_share_a_compare_row_and_seeds_do(drop
     assert list(table["runs"]) == [2, 2] and all(seeds == "1 2" for seeds in table["seeds"])
 
 
+@pytest.mark.integration
 def test_an_lstm_run_logs_its_own_keys_and_what_ran_and_nothing_else(dropout_runs):
     _, runs = dropout_runs
     params = runs[0].data.params
@@ -65,6 +65,7 @@ def test_an_lstm_run_logs_its_own_keys_and_what_ran_and_nothing_else(dropout_run
     assert int(params["derived.vocabulary"]) <= 60 and params["derived.batching"].startswith("length buckets")
 
 
+@pytest.mark.integration
 def test_default_run_names_say_what_differs_and_are_unique(dropout_runs):
     from seqlab.record.naming import default_run_name
 
@@ -82,6 +83,7 @@ def test_default_run_names_say_what_differs_and_are_unique(dropout_runs):
     assert default_run_name(cfg.model.name, sampled) == "cnn_lstm dropout=0.1873 learning_rate=0.0005184 units=64"  # a search's
 
 
+@pytest.mark.unit
 def test_an_unknown_key_for_the_chosen_option_lists_that_options_keys():
     with pytest.raises(Exception) as raised:  # Hydra's composition error; seqlab.cli.entry words it (test_config)
         compose_config(["model=lstm", "model.filters=8"])
@@ -93,12 +95,12 @@ def test_an_unknown_key_for_the_chosen_option_lists_that_options_keys():
     assert "speaker_tokens" in compose_config(["preprocess=words"]).preprocess  # read by the thread loaders
 
 
+@pytest.mark.slow
 def test_a_sweep_across_models_batches_them_alike(tmp_path):
     data = write_aclimdb(tmp_path / "data", per_class=6)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "train", "-m", "model=lstm,gru", f"dataset.path={data}",
-                             *TINY, f"tracking.uri={uri}", "tracking.sweep=alike"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+    result = run_seqlab("train", "-m", "model=lstm,gru", f"dataset.path={data}", *TINY, f"tracking.uri={uri}",
+                        "tracking.sweep=alike", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr
     assert (result.stdout + result.stderr).count("like for like") == 1  # said once, in the sweep's process
     client = MlflowClient(uri)
@@ -114,6 +116,7 @@ class MeanConfig(ModelConfig):
     embedding_dim: int = 8
 
 
+@pytest.mark.integration
 def test_a_model_added_with_a_builder_and_a_config_runs_through_the_model_checks(tmp_path):
     from seqlab.config.plan import resolve
     from tests import test_models, test_pipeline

@@ -3,27 +3,26 @@
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import default_sigint
+from tests.conftest import default_sigint, run_seqlab, seqlab_command
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 5
-TINY = ["dataset.max_train=300", "dataset.max_test=60", "preprocess.max_length=60", "preprocess.vocab_size=1000",
-        "model.embedding_dim=8", "model.units=8", "trainer.batch_size=8", f"trainer.epochs={EPOCHS}",
-        "tracking.log_model=false"]
+# debug=tiny, with epochs of 34 batches: the signal arrives in the middle of one
+TINY = ["debug=tiny", "dataset.max_train=300", "preprocess.max_length=60", "trainer.batch_size=8",
+        f"trainer.epochs={EPOCHS}", "tracking.log_model=false"]
 
 
 def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "seqlab.cli", "train", f"data_dir={real_data_dir}", f"tracking.uri={uri}"]
-    process = subprocess.Popen([*command, *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=tmp_path, env=env, preexec_fn=default_sigint)
+    command = ["train", f"data_dir={real_data_dir}", f"tracking.uri={uri}"]
+    process = subprocess.Popen(seqlab_command(*command, *TINY), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=tmp_path, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=default_sigint)  # Keras' epoch lines as they come
     output = []
     try:
         for line in process.stdout:  # Keras prints "Epoch 3/5" as the third epoch begins
@@ -42,8 +41,7 @@ def test_sigint_mid_epoch_then_resume_to_the_same_epoch_count(real_data_dir, tmp
     assert run.info.status == "KILLED" and "interrupted" in run.data.tags["error"]
     assert sorted(m.step for m in client.get_metric_history(run_id, "loss/train")) == [0, 1]  # epoch 3 never ended
 
-    resumed = subprocess.run([*command, f"trainer.resume={run_id}"], capture_output=True, text=True, cwd=tmp_path,
-                             env=env, timeout=600)
+    resumed = run_seqlab(*command, f"trainer.resume={run_id}", cwd=tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"seqlab: resuming run {run_id} after epoch 2 of {EPOCHS}" in resumed.stderr  # status: stderr
     run = client.get_run(run_id)

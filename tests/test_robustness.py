@@ -4,8 +4,6 @@ the same seed giving the same metrics."""
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import keras
@@ -20,18 +18,10 @@ from seqlab.record.naming import log_identity
 from seqlab.workflow import train as train_module
 from seqlab.errors import ConfigError, SeqlabError, Terminated
 from seqlab.serving.predict import load
-from seqlab.training import fit as fit_module
-from tests.conftest import compose_config
-
-TINY = ["dataset.max_train=160", "dataset.max_test=60", "preprocess.max_length=30", "preprocess.vocab_size=500",
-        "model.embedding_dim=8", "model.units=4", "trainer.batch_size=32", "tracking.log_model=false"]
+from tests.conftest import compose_config, fit_with_callbacks, raising_callback, run_seqlab
 
 
-def seqlab(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd, env={**os.environ, **(env or {})})
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("override, expected", [
     ("model=nope", ["model", "nope", "lstm"]),  # unknown group option: lists the options
     ("model.dropuot=0.2", ["model.dropuot", "dropout"]),  # unknown key: lists the keys
@@ -51,7 +41,7 @@ def seqlab(*args, cwd, env=None):
     ("model.metadata=true", ["model.metadata", "imdb", "metadata columns"]),  # incompatible with the dataset
 ])
 def test_bad_config_exits_2_with_one_paragraph_and_starts_nothing(tmp_path, override, expected):
-    result = seqlab("train", override, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    result = run_seqlab("train", override, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.startswith("seqlab: error: ")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -61,32 +51,36 @@ def test_bad_config_exits_2_with_one_paragraph_and_starts_nothing(tmp_path, over
     assert not (tmp_path / "outputs").exists()  # refused before Hydra creates the run's folder
 
 
+@pytest.mark.slow
 def test_cfg_help_and_multirun_still_reach_hydra(tmp_path):
-    assert "units: 5" in seqlab("train", "--cfg", "job", "model.units=5", cwd=tmp_path).stdout
-    help_text = seqlab("train", "--help", cwd=tmp_path).stdout
+    assert "units: 5" in run_seqlab("train", "--cfg", "job", "model.units=5", cwd=tmp_path).stdout
+    help_text = run_seqlab("train", "--help", cwd=tmp_path).stdout
     assert "== Config groups" in help_text
     assert "SPEC.md" not in help_text and "README.md" in help_text  # points only at what ships
-    result = seqlab("train", "--multirun", "trainer.epochs=1,-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
-                    "dataset.max_train=0", cwd=tmp_path)  # every job has a bad value: each fails before any work
+    result = run_seqlab("train", "--multirun", "trainer.epochs=1,-1", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}",
+                        "dataset.max_train=0", cwd=tmp_path)  # every job has a bad value: each fails before any work
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "job 0: error: Config key 'dataset.max_train'" in result.stderr
 
 
+@pytest.mark.slow
 def test_tracking_uri_credentials_never_printed(tmp_path):
-    result = seqlab("train", "tracking.uri=http://alice:hunter2@127.0.0.1:9", cwd=tmp_path)
+    result = run_seqlab("train", "tracking.uri=http://alice:hunter2@127.0.0.1:9", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "<redacted>@127.0.0.1:9" in result.stderr
     assert "MLFLOW_TRACKING_PASSWORD" in result.stderr  # says where credentials belong
 
 
+@pytest.mark.slow
 def test_a_store_without_its_driver_is_a_config_error_that_keeps_the_password(tmp_path):
     # MySQL: its drivers are not installed (psycopg2 is, for make server DB=postgres)
-    result = seqlab("train", "tracking.uri=mysql://alice:hunter2@127.0.0.1/db", "dataset.download=false", cwd=tmp_path,
-                    env={"SEQLAB_DATA_DIR": str(tmp_path)})  # no data to read while the store fails
+    result = run_seqlab("train", "tracking.uri=mysql://alice:hunter2@127.0.0.1/db", "dataset.download=false",
+                        cwd=tmp_path, env={"SEQLAB_DATA_DIR": str(tmp_path)})  # no data to read while the store fails
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "hunter2" not in result.stderr + result.stdout and "tracking.uri" in result.stderr
 
 
+@pytest.mark.unit
 def test_sweep_log_lines_lose_uri_credentials():
     import logging
 
@@ -97,6 +91,7 @@ def test_sweep_log_lines_lose_uri_credentials():
     assert redact_credentials(record) and record.getMessage() == "\t#0 : tracking.uri=http://<redacted>@h:5000"
 
 
+@pytest.mark.unit
 def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_config(tmp_path):
     cfg = compose_config(["tracking.uri=http://alice:hunter2@tracking.example:5000"])
     cfg = OmegaConf.create({**OmegaConf.to_container(cfg),  # keys a later schema or a plugin may add
@@ -116,6 +111,7 @@ def test_secret_looking_keys_and_uri_credentials_are_redacted_in_params_and_conf
     assert params["extra.max_tokens"] == "7" and params["model.name"] == "lstm"  # the rest as it was
 
 
+@pytest.mark.unit
 def test_models_load_in_safe_mode(tmp_path):
     """A logged model whose file holds Python code (a lambda) is refused instead of run: here one logged with the
     Keras flavor, as earlier seqlab versions did (tests/test_serving.py: seqlab's pyfunc models)."""
@@ -129,10 +125,11 @@ def test_models_load_in_safe_mode(tmp_path):
 
 
 @pytest.fixture
-def tiny_cfg(real_data_dir, tmp_path):
+def tiny_cfg(tiny_aclimdb, tmp_path):
+    """debug=tiny runs on a tiny aclImdb folder, into one store (the one the test's MlflowClient() reads)."""
     def make(*overrides):
-        return compose_config([f"data_dir={real_data_dir}", *TINY, f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                               *overrides])
+        return compose_config([f"dataset.path={tiny_aclimdb}", "debug=tiny", "tracking.log_model=false",
+                               f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *overrides])
 
     return make
 
@@ -144,7 +141,7 @@ def snapshot(client, run_id):
     return run.info.status, run.info.end_time, run.data.params, run.data.tags, history, artifacts
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_other_runs_never_modify_a_stored_run(tiny_cfg, monkeypatch):
     train_module.train(tiny_cfg("trainer.epochs=1"))
     client = MlflowClient()
@@ -158,10 +155,7 @@ def test_other_runs_never_modify_a_stored_run(tiny_cfg, monkeypatch):
     with pytest.raises(ConfigError, match="already FINISHED"):
         train_module.train(tiny_cfg(f"trainer.resume={finished.info.run_id}"))
 
-    def broken_evaluation(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(train_module, "test_metrics", broken_evaluation)
+    fit_with_callbacks(monkeypatch, raising_callback(RuntimeError("disk full"), "on_train_end"))  # once trained
     with pytest.raises(RuntimeError):
         train_module.train(tiny_cfg("trainer.epochs=1"))
     runs = client.search_runs([finished.info.experiment_id])
@@ -169,11 +163,10 @@ def test_other_runs_never_modify_a_stored_run(tiny_cfg, monkeypatch):
     assert snapshot(client, finished.info.run_id) == before
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, monkeypatch):
     """TensorFlow's C++ fast path drops exceptions raised in the Python it calls back (a Ctrl-C at the start of
     an epoch was lost that way and the run went on to FINISHED); the trainer raises it again at the next batch."""
-    fit = fit_module.fit_batches
     handler_before = signal.getsignal(signal.SIGINT)
 
     class SwallowedCtrlCAtSecondEpoch(keras.callbacks.Callback):
@@ -185,8 +178,7 @@ def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, mon
                 except KeyboardInterrupt:
                     pass  # what TFE_Py_FastPathExecute does with it
 
-    monkeypatch.setattr(train_module, "_fit", lambda *args, callbacks: fit(*args, callbacks=[
-        *callbacks, SwallowedCtrlCAtSecondEpoch()]))
+    fit_with_callbacks(monkeypatch, SwallowedCtrlCAtSecondEpoch())
     with pytest.raises(KeyboardInterrupt):
         train_module.train(tiny_cfg("trainer.epochs=3"))
     assert signal.getsignal(signal.SIGINT) == handler_before
@@ -196,16 +188,13 @@ def test_ctrl_c_that_tensorflow_swallows_still_ends_the_run_killed(tiny_cfg, mon
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/val")] == [0]  # epoch 2 not logged
 
 
-@pytest.mark.slow
-def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monkeypatch, capsys):
+@pytest.mark.integration
+def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_logged_model, monkeypatch, capsys):
     """No predictions are printed after a Ctrl-C, even one that TensorFlow dropped while predicting."""
+    from seqlab.cli import predict as predict_command
     from seqlab.serving import predict
 
-    cfg = tiny_cfg("trainer.epochs=1", "tracking.log_model=true")
-    train_module.train(cfg)
-    client = MlflowClient()
-    [run] = client.search_runs([client.get_experiment_by_name("imdb").experiment_id])
-    model_and_store = [f"runs:/{run.info.run_id}/model", "--tracking-uri", cfg.tracking.uri]
+    model_and_store = [tiny_logged_model.model_uri, "--tracking-uri", tiny_logged_model.uri]
     real_predict_texts = predict.predict_texts
 
     def predict_texts_with_swallowed_ctrl_c(*args, **kwargs):
@@ -216,27 +205,27 @@ def test_ctrl_c_that_tensorflow_swallows_during_predict_stops_it(tiny_cfg, monke
             pass  # what TensorFlow's C++ fast path does with it
         return real_predict_texts(*args, **kwargs)
 
-    monkeypatch.setattr(predict, "predict_texts", predict_texts_with_swallowed_ctrl_c)
+    monkeypatch.setattr(predict_command, "predict_texts", predict_texts_with_swallowed_ctrl_c)
     capsys.readouterr()
     with pytest.raises(KeyboardInterrupt):
-        predict.main([*model_and_store, "--text", "a fine film", "--text", "dull"])
+        predict_command.main([*model_and_store, "--text", "a fine film", "--text", "dull"])
     assert "a fine film" not in capsys.readouterr().out
-    monkeypatch.setattr(predict, "predict_texts", real_predict_texts)
-    assert predict.main([*model_and_store, "--text", "a fine film"]) == 0  # no stale interrupt
+    monkeypatch.setattr(predict_command, "predict_texts", real_predict_texts)
+    assert predict_command.main([*model_and_store, "--text", "a fine film"]) == 0  # no stale interrupt
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypatch):
     """A real SIGTERM at the start of the second epoch; then trainer.resume finishes the same run."""
-    fit = fit_module.fit_batches
-
     class SigtermAtSecondEpoch(keras.callbacks.Callback):
+        sent = False  # once: the resumed run starts at the second epoch too
+
         def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == 1 and not self.sent:
+                SigtermAtSecondEpoch.sent = True
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(train_module, "_fit", lambda *args, callbacks: fit(*args, callbacks=[
-        *callbacks, SigtermAtSecondEpoch()]))
+    fit_with_callbacks(monkeypatch, SigtermAtSecondEpoch())
     with pytest.raises(Terminated):
         train_module.train(tiny_cfg("trainer.epochs=3"))
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is the run's only
@@ -247,7 +236,6 @@ def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypat
     assert [m.step for m in client.get_metric_history(run_id, "loss/val")] == [0]
     assert {a.path for a in client.list_artifacts(run_id, "checkpoint")} >= {"checkpoint/training_metadata.json"}
 
-    monkeypatch.setattr(train_module, "_fit", fit)
     train_module.train(tiny_cfg(f"trainer.resume={run_id}"))
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "error" not in run.data.tags
@@ -259,12 +247,9 @@ def test_sigterm_ends_the_run_killed_and_resume_continues_it(tiny_cfg, monkeypat
     assert len(client.search_runs([run.info.experiment_id])) == 1  # the same run, no new one
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_resume_refuses_changed_data(tiny_cfg, monkeypatch):
-    def interrupted_fit(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "_fit", interrupted_fit)
+    fit_with_callbacks(monkeypatch, raising_callback(KeyboardInterrupt()))  # Ctrl-C as fitting starts
     with pytest.raises(KeyboardInterrupt):
         train_module.train(tiny_cfg("trainer.epochs=2"))
     client = MlflowClient()
@@ -276,14 +261,15 @@ def test_resume_refuses_changed_data(tiny_cfg, monkeypatch):
     assert client.get_run(run.info.run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_resume_of_an_unknown_run_is_a_config_error(tmp_path):
-    result = seqlab("train", "trainer.resume=0123456789abcdef", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-                    cwd=tmp_path)
+    result = run_seqlab("train", "trainer.resume=0123456789abcdef", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+                        cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "trainer.resume" in result.stderr and "0123456789abcdef" in result.stderr and "no run" in result.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.integration
 def test_same_seed_same_metrics_per_epoch(tiny_cfg):
     def epoch_metrics(*overrides):
         train_module.train(tiny_cfg("trainer.epochs=2", *overrides))

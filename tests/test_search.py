@@ -31,6 +31,7 @@ def job_return(value=None, error=None):
     return Return()
 
 
+@pytest.mark.unit
 def test_search_space_reads_hydras_sweep_grammar():
     space, fixed = search_space(["model.dropout=interval(0.0, 0.5)", "trainer.learning_rate=tag(log, interval(1e-4, 1e-2))",
                                  "model.units=choice(32, 64)", "trainer.epochs=range(1, 7, 2)", "model.name=lstm",
@@ -49,11 +50,13 @@ def test_search_space_reads_hydras_sweep_grammar():
 
 def toy_worker(folder, n_trials, **options):
     url = str(folder / "study.log")
-    study = optuna.create_study(study_name="toy", storage=open_storage(url), direction="maximize", load_if_exists=True)
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="toy", storage=storage, direction="maximize", load_if_exists=True)
     space = {"x": FloatDistribution(0.0, 1.0)}
-    return url, Worker(study, space, n_trials, **options)
+    return url, Worker(study, space, n_trials, storage=storage, **options)
 
 
+@pytest.mark.unit
 def test_pruning_stops_a_trial_whose_curve_is_clearly_worse(tmp_path):
     """The job's side (OptunaPruning on the trial loaded from the journal by job_trial) and the worker's side."""
     url, worker = toy_worker(tmp_path, n_trials=4, sampler=None)
@@ -64,7 +67,8 @@ def test_pruning_stops_a_trial_whose_curve_is_clearly_worse(tmp_path):
     def run_batch(trials):
         returns = []
         for trial in trials:  # each as a job would: its trial from the storage, one report per epoch
-            link = SearchTrial(study="toy", storage=url, trial_id=trial._trial_id, number=trial.number, pruner=pruner)
+            link = SearchTrial(study="toy", storage=url, trial_id=worker.trial_id(trial), number=trial.number,
+                               pruner=pruner)
             callback = OptunaPruning(job_trial(link), "accuracy/val", "val_accuracy")
             callback.set_model(SimpleNamespace(stop_training=False))
             for epoch, value in enumerate(curves[trial.number]):
@@ -83,6 +87,7 @@ def test_pruning_stops_a_trial_whose_curve_is_clearly_worse(tmp_path):
     assert worker.study.best_value == 0.92
 
 
+@pytest.mark.unit
 def test_failed_trials_count_and_the_failure_rate_stops_the_worker(tmp_path):
     _, worker = toy_worker(tmp_path / "strict", n_trials=3)
     with pytest.raises(RuntimeError, match="job broke"):
@@ -102,9 +107,10 @@ WORKER_SCRIPT = textwrap.dedent("""
     from seqlab.search.study import Worker, open_storage
 
     url, n_trials, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    study = optuna.create_study(study_name="toy", storage=open_storage(url), direction="maximize", load_if_exists=True)
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="toy", storage=storage, direction="maximize", load_if_exists=True)
     worker = Worker(study, {"x": FloatDistribution(0.0, 1.0)}, n_trials, heartbeat_interval=0.2, grace_period=2.0,
-                    poll_interval=0.2)
+                    poll_interval=0.2, storage=storage)
 
     def run_batch(trials):
         class Return:
@@ -134,6 +140,7 @@ def completed(url) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_two_worker_processes_on_one_journal_run_exactly_n_trials(tmp_path):
     url = str(tmp_path / "study.log")
     workers = [start_worker(tmp_path, url, 8, 0.3) for _ in range(2)]
@@ -147,6 +154,7 @@ def test_two_worker_processes_on_one_journal_run_exactly_n_trials(tmp_path):
     assert all(not t.system_attrs.get(NOT_COUNTED) or t.state == TrialState.FAIL for t in study_of(url).trials)
 
 
+@pytest.mark.slow
 def test_a_killed_workers_trial_runs_again_and_the_search_ends_with_n_trials(tmp_path):
     url = str(tmp_path / "study.log")
     first = start_worker(tmp_path, url, 3, 1.0)
@@ -172,6 +180,7 @@ def test_a_killed_workers_trial_runs_again_and_the_search_ends_with_n_trials(tmp
     assert optuna.storages.RetryFailedTrialCallback.retried_trial_number(retried) == lost.number
 
 
+@pytest.mark.unit
 def test_a_jobs_trial_travels_as_one_hydra_override(monkeypatch):
     """Base64 padding '=' would break Hydra's override grammar for some lengths of the study's address."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,10 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from tests.conftest import default_sigint
-from tests.test_sweeps import SMALL_INPUTS, TINY, runs_of, seqlab, split_runs, tiny_reviews  # noqa: F401 (fixture)
+from tests.conftest import run_seqlab, seqlab_command
+from tests.test_sweeps import own_data, runs_of, split_runs, tiny_reviews  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
 
 
 # --- Optuna: interrupted after two trials, resumed, three in all; pruned trials; two workers ----------------
@@ -34,18 +36,17 @@ def study_trials(path: Path, name: str) -> list:
         return []
 
 
-@pytest.mark.slow
 def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
     from seqlab.search.study import counted
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = [sys.executable, "-m", "seqlab.cli", "train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
-               "tracking.sweep=search", f"tracking.uri={uri}", "tracking.experiment=search", "tracking.log_model=false",
-               f"dataset.path={tiny_reviews}", *SMALL_INPUTS]  # the search space's keys left to the sampler
+    args = ["train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "tracking.sweep=search",
+            f"tracking.uri={uri}", "tracking.experiment=search", "tracking.log_model=false",
+            f"dataset.path={tiny_reviews}", "debug=tiny"]  # the search space's keys: the sampler's values win
     journal = tmp_path / "optuna" / "search" / "search.log"  # next to the MLflow store
     log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             preexec_fn=default_sigint)
+    first = subprocess.Popen(seqlab_command(*args), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 420
         while [t.state.name for t in study_trials(journal, "search")] != ["COMPLETE", "COMPLETE", "RUNNING"]:
@@ -70,7 +71,7 @@ def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
     assert parent.data.tags["best_run_id"] in {r.info.run_id for r in children if r.info.status == "FINISHED"}
     assert f"ended {parent.info.status} before all its jobs finished" in parent.data.tags["mlflow.note.content"]
 
-    second = seqlab(*command[3:], cwd=tmp_path, timeout=420)
+    second = run_seqlab(*args, cwd=tmp_path, env=own_data(tmp_path), timeout=420)
     assert second.returncode == 0, second.stderr[-3000:]
     output = second.stdout + second.stderr
     assert "2 of 3 trials finished before" in output
@@ -104,7 +105,6 @@ def test_optuna_search_resumes_after_an_interruption(tiny_reviews, tmp_path):
     assert OmegaConf.load(results).best_value == best.value
 
 
-@pytest.mark.slow
 def test_two_search_workers_share_one_study_and_one_parent_and_pruned_trials_keep_their_curves(
         tiny_reviews, tmp_path, capsys):
     """Two `seqlab train -m hparams_search=...` started at once on a new store: one study of exactly n_trials distinct
@@ -112,16 +112,15 @@ def test_two_search_workers_share_one_study_and_one_parent_and_pruned_trials_kee
     from seqlab.search.study import counted
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    two_epochs = [o for o in TINY if not o.startswith("trainer.epochs=")] + ["trainer.epochs=2"]
     args = ["train", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=4", "tracking.sweep=shared",
             "hydra.sweeper.pruner={_target_:optuna.pruners.ThresholdPruner,lower:2.0}", f"tracking.uri={uri}",
-            "tracking.experiment=shared", "tracking.system_metrics=false", f"dataset.path={tiny_reviews}", *two_epochs]
+            "tracking.experiment=shared", f"dataset.path={tiny_reviews}", "debug=tiny", "trainer.epochs=2"]
     env = {**os.environ, "SEQLAB_DATA_DIR": str(tmp_path), "TF_NUM_INTRAOP_THREADS": "1"}
     logs = [(tmp_path / f"worker{i}.log").open("w") for i in range(2)]
     workers = []
     for i, log in enumerate(logs):
-        workers.append(subprocess.Popen([sys.executable, "-m", "seqlab.cli", *args, f"hydra.sweep.dir=multirun/w{i}"],
-                                        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT))
+        workers.append(subprocess.Popen(seqlab_command(*args, f"hydra.sweep.dir=multirun/w{i}"), cwd=tmp_path,
+                                        env=env, stdout=log, stderr=subprocess.STDOUT))
         time.sleep(0.5)  # both start at once: one new store, one study, one parent between them
     try:
         for worker in workers:
@@ -156,7 +155,7 @@ def test_two_search_workers_share_one_study_and_one_parent_and_pruned_trials_kee
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep.children"] == "4 PRUNED"
     assert "best_run_id" not in parent.data.tags
 
-    from seqlab.analysis.compare import main as compare_main
+    from seqlab.cli.compare import main as compare_main
 
     capsys.readouterr()
     assert compare_main(["--tracking-uri", uri, "--experiment", "shared", "--format", "csv"]) == 1  # none finished

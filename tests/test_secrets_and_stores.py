@@ -11,7 +11,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -23,9 +22,10 @@ from mlflow.tracking import MlflowClient
 
 from seqlab.record.store import check_reachable
 from seqlab.cli.entry import log_to_stderr
-from seqlab.analysis.compare import main as compare_main
+from seqlab.cli.compare import main as compare_main
 from seqlab.errors import ConfigError
 from seqlab.redaction import REDACTED, redact_uri, redact_credentials
+from tests.conftest import run_seqlab
 
 PASSWORDS = ["hunter2", "pa/ss", "p@ss", "p@a/b", "se:cr:et", "p%40ss", "a/b@c:d/e", "x?y#z@w", "p@ss/"]
 SCHEMES = ["http", "https", "postgresql", "mysql+pymysql"]
@@ -33,6 +33,7 @@ SCHEMES = ["http", "https", "postgresql", "mysql+pymysql"]
 
 # --- URI redaction ----------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("password", PASSWORDS)
 @pytest.mark.parametrize("rest", ["127.0.0.1:5000", "db.example:5432/mlflow", "host/path/x", "host"])
@@ -45,6 +46,7 @@ def test_uri_credentials_are_redacted_whatever_the_password_holds(scheme, passwo
         assert redact_uri(shown) == shown
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", [
     "sqlite:///mlflow.db", "sqlite:////tmp/a@b/mlflow.db", "file:///home/me/x@y", "models:/classifier@champion",
     "runs:/abc/model", "http://127.0.0.1:5000/#/experiments/1/runs/abc?workflowType=machine_learning",
@@ -53,11 +55,13 @@ def test_uris_without_credentials_are_left_as_they_are(text):
     assert redact_uri(text) == text
 
 
+@pytest.mark.unit
 def test_two_uris_in_one_line_each_lose_their_credentials():
     shown = redact_uri("copied http://a:p/1@h1/x to https://b:p@2@h2:5000 at bob@example.com")
     assert shown == f"copied http://{REDACTED}@h1/x to https://{REDACTED}@h2:5000 at bob@example.com"
 
 
+@pytest.mark.unit
 def test_log_lines_lose_credentials_with_slashes_and_ats():
     import logging
 
@@ -132,6 +136,7 @@ def no_url_printing_setting(monkeypatch):
     monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("password", ["hunter2", "p@ss", "p%40ss", "p@ss:x"])
 def test_mlflow_never_prints_a_run_url_holding_the_password(password, capsys, no_url_printing_setting):
     with stand_in_server([RUN]) as port:
@@ -142,6 +147,7 @@ def test_mlflow_never_prints_a_run_url_holding_the_password(password, capsys, no
     assert password not in output.out + output.err and "alice" not in output.out + output.err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("password", ["hunter2", "p@ss", "p%40ss", "p@ss:x"])
 def test_compare_title_and_no_runs_message_never_show_the_password(password, capsys):
     log_to_stderr()  # as `seqlab compare` shows its status lines
@@ -159,6 +165,7 @@ def test_compare_title_and_no_runs_message_never_show_the_password(password, cap
         assert password not in shown.out + shown.err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("password", ["pa/ss", "p@a/b", "a/b@c:d/e"])
 def test_compare_errors_never_show_a_password_holding_slashes(password, capsys):
     """A password with a raw "/" is no valid URI (the host cannot be found): the error still hides all of it."""
@@ -169,20 +176,16 @@ def test_compare_errors_never_show_a_password_holding_slashes(password, capsys):
 
 # --- Hydra's output files -----------------------------------------------------------------------------
 
-def seqlab(*args, cwd, env=None, timeout=240):
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
-
-
 def files_holding(folder: Path, secrets: list[str]) -> list[str]:
     return [f"{path}: {secret}" for path in sorted(folder.rglob("*")) if path.is_file()
             for secret in secrets if secret in path.read_text(errors="replace")]
 
 
+@pytest.mark.slow
 def test_hydra_output_files_of_a_run_keep_no_secret(tmp_path):
     run_dir = tmp_path / "run"
-    result = seqlab("train", "tracking.uri=http://alice:s3cr/et@x@127.0.0.1:9",
-                    "+hydra.job.env_set.MLFLOW_TRACKING_PASSWORD=hunter3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_seqlab("train", "tracking.uri=http://alice:s3cr/et@x@127.0.0.1:9",
+                        "+hydra.job.env_set.MLFLOW_TRACKING_PASSWORD=hunter3", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2 and "Cannot reach" in result.stderr, result.stderr  # the server does not answer
     secrets = ["alice", "s3cr", "et@x", "hunter3"]
     assert not [s for s in secrets if s in result.stdout + result.stderr], result.stderr
@@ -198,11 +201,13 @@ def test_hydra_output_files_of_a_run_keep_no_secret(tmp_path):
     assert f"override_dirname: tracking.uri=http://{REDACTED}@127.0.0.1:9" in hydra
 
 
+@pytest.mark.slow
 def test_hydra_output_files_of_a_sweep_keep_no_secret(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = seqlab("train", "-m", "trainer.epochs=1,2", "dataset.max_train=0",
-                    "+hydra.job.env_set.MLFLOW_TRACKING_TOKEN=hunter4",
-                    f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    result = run_seqlab("train", "-m", "trainer.epochs=1,2", "dataset.max_train=0",
+                        "+hydra.job.env_set.MLFLOW_TRACKING_TOKEN=hunter4",
+                        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"hydra.sweep.dir={sweep_dir}",
+                        cwd=tmp_path)
     assert result.returncode == 2 and "job 0: error: Config key 'dataset.max_train'" in result.stderr, result.stderr
     assert "hunter4" not in result.stdout + result.stderr
     assert (sweep_dir / "multirun.yaml").is_file() and (sweep_dir / "1" / ".hydra" / "hydra.yaml").is_file()
@@ -257,6 +262,7 @@ def unusable_stores(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
     return stores
 
 
+@pytest.mark.unit
 def test_unusable_stores_are_refused_in_seconds_naming_the_key_path_and_what_was_expected(tmp_path):
     for name, (path, words) in unusable_stores(tmp_path).items():
         before = path.read_bytes() if path.is_file() else None
@@ -270,6 +276,7 @@ def test_unusable_stores_are_refused_in_seconds_naming_the_key_path_and_what_was
         assert (path.read_bytes() if path.is_file() else None) == before, name  # nothing recorded is touched
 
 
+@pytest.mark.unit
 def test_compare_refuses_unusable_stores_naming_its_option(tmp_path, capsys):
     stores = unusable_stores(tmp_path)
     stores["a missing file"] = (tmp_path / "nowhere.db", ["does not exist"])
@@ -288,6 +295,7 @@ def test_compare_refuses_unusable_stores_naming_its_option(tmp_path, capsys):
     assert not empty.read_bytes()
 
 
+@pytest.mark.unit
 def test_usable_stores_pass_the_check(tmp_path):
     check_reachable(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'mlflow.db'}")  # created when used
     assert not (tmp_path / "new").exists()  # the check creates nothing
@@ -300,6 +308,7 @@ def test_usable_stores_pass_the_check(tmp_path):
     check_reachable("sqlite:///:memory:")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("password", ["p%40ss", "se:cr:et", "pa/ss"])
 def test_a_database_server_that_does_not_answer_is_refused_in_seconds(password):
     from tests.conftest import free_port
@@ -311,6 +320,7 @@ def test_a_database_server_that_does_not_answer_is_refused_in_seconds(password):
     assert time.perf_counter() - started < 10 and password not in str(refusal.value) and "expected" in str(refusal.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("password", ["p@ss", "p@a/b"])
 def test_a_database_url_whose_password_hides_its_host_is_refused_without_dialling_part_of_it(password):
     uri = f"postgresql+psycopg2://alice:{password}@127.0.0.1:5432/mlflow"  # SQLAlchemy's host would be "ss@127..."
@@ -319,12 +329,13 @@ def test_a_database_url_whose_password_hides_its_host_is_refused_without_diallin
     assert "alice" not in str(refusal.value) and password not in str(refusal.value)
 
 
+@pytest.mark.slow
 def test_seqlab_train_on_a_directory_store_exits_2_in_seconds(tmp_path):
     (tmp_path / "store").mkdir()
     started = time.perf_counter()
     try:
-        result = seqlab("train", f"tracking.uri=sqlite:///{tmp_path / 'store'}", "dataset.download=false",
-                        cwd=tmp_path, env={"SEQLAB_DATA_DIR": str(tmp_path)}, timeout=90)
+        result = run_seqlab("train", f"tracking.uri=sqlite:///{tmp_path / 'store'}", "dataset.download=false",
+                            cwd=tmp_path, env={"SEQLAB_DATA_DIR": str(tmp_path)}, timeout=90)
     except subprocess.TimeoutExpired:
         pytest.fail("seqlab train took over 90 s to refuse a directory as its store (MLflow's retries)")
     assert result.returncode == 2, result.stderr
@@ -333,6 +344,7 @@ def test_seqlab_train_on_a_directory_store_exits_2_in_seconds(tmp_path):
     assert time.perf_counter() - started < 60
 
 
+@pytest.mark.unit
 def test_an_unknown_secret_looking_key_is_refused_without_its_value():
     from seqlab.config.validate import validate
     from seqlab.errors import ConfigError

@@ -1,19 +1,15 @@
 """experiment=seed_tutorial: the tutorial's variants as one multirun into one MLflow experiment, then the table."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
 from seqlab.config.compose import config_dir
-from seqlab.analysis.compare import main as compare_main
+from seqlab.cli.compare import main as compare_main
 from seqlab.config.compose import register_configs
 from seqlab.config.validate import validate
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_seqlab
 
 VARIANTS = ["lstm", "lstm_dropout", "lstm_recurrent_dropout", "cnn_lstm", "bilstm", "lstm_no_embedding"]
 
@@ -25,6 +21,7 @@ def compose_with_hydra(overrides):
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
+@pytest.mark.unit
 def test_the_experiment_composes_as_one_sweep_over_the_tutorial_variants():
     cfg = compose_with_hydra(["experiment=seed_tutorial"])
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
@@ -40,12 +37,10 @@ def test_the_experiment_composes_as_one_sweep_over_the_tutorial_variants():
 @pytest.mark.slow
 def test_the_sweep_runs_on_a_tiny_subset_and_compare_prints_its_table(real_data_dir, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tiny = [f"data_dir={real_data_dir}", "dataset.max_train=120", "dataset.max_test=60", "preprocess.max_length=24",
-            "model.units=4", "trainer.epochs=1", "trainer.progress=false",
-            "tracking.log_model=false", f"tracking.uri={uri}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "train", "experiment=seed_tutorial", *tiny],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    # debug=tiny comes after the preset: each variant at its tiny sizes, one epoch
+    tiny = [f"data_dir={real_data_dir}", "debug=tiny", "tracking.log_model=false", f"tracking.uri={uri}"]
+    result = run_seqlab("train", "experiment=seed_tutorial", *tiny, cwd=tmp_path, env={"PYTHONUNBUFFERED": "1"},
+                        timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("seed_tutorial")

@@ -25,26 +25,24 @@ from seqlab.serving import pyfunc as serving
 from seqlab.cli.ensemble import main as ensemble_main
 from seqlab.workflow import train as train_module
 from seqlab.data import load_dataset
-from seqlab.data.custom import thread_text
+from seqlab.data.texts import thread_text
 from seqlab.errors import SeqlabError
 from seqlab.models.catalog import build_model
 from seqlab.features.preprocess import InputSpec, WordPreprocessor
 from seqlab.config.plan import data_part
 from tests.conftest import compose_config, stop_process_group, tiny_model
 
-THREAD_DATA = ["preprocess.vocab_size=500", "dataset.max_train=160", "dataset.max_test=80", "trainer.batch_size=32",
-               "trainer.epochs=1"]
+# Each a debug=tiny run (200 training examples, 100 test ones, tiny layers) on real data:
 # (a) flat on IMDB, two epochs so that the final epoch is not the first; (b) hierarchical on 10 DailyDialog topics
 # (names with spaces and '&') read with speaker words; (c) numeric metadata on PersuasionForGood.
 MODELS = {
-    "flat": ["dataset.max_train=200", "dataset.max_test=100", "preprocess.max_length=50", "preprocess.vocab_size=500",
-             *tiny_model("fasttext_bigram"), "trainer.epochs=2"],
+    "flat": ["debug=tiny", "model=fasttext_bigram", "preprocess.max_length=50", "trainer.epochs=2"],
     # (d) subword units learned in training, split inside the logged model, read by a Transformer
-    "subword": ["dataset.max_train=200", "dataset.max_test=100", "preprocess=subword", "preprocess.max_length=60",
-                "preprocess.vocab_size=300", *tiny_model("transformer"), "trainer.schedule=warmup_cosine"],
-    "hierarchical": ["dataset=dailydialog", *tiny_model("hier_conv"), *THREAD_DATA, "preprocess.max_units=6",
+    "subword": ["debug=tiny", "preprocess=subword", "preprocess.max_length=60", "preprocess.vocab_size=300",
+                "model=transformer", "trainer.schedule=warmup_cosine"],
+    "hierarchical": ["debug=tiny", "dataset=dailydialog", "model=hier_conv", "preprocess.max_units=6",
                      "preprocess.max_unit_length=12", "preprocess.speaker_tokens=true"],
-    "metadata": ["dataset=persuasion", *tiny_model("fasttext_bigram"), "model.metadata=true", *THREAD_DATA,
+    "metadata": ["debug=tiny", "dataset=persuasion", "model=fasttext_bigram", "model.metadata=true",
                  "preprocess.max_length=60"],
 }
 # What a batch-scoring job or a registry consumer runs: MLflow and pandas, no seqlab import.
@@ -82,8 +80,7 @@ def logged(real_data_dir, tmp_path_factory):
     models = {}
     for name, overrides in MODELS.items():
         cfg = compose_config([f"data_dir={real_data_dir}", *overrides, "trainer.checkpoint=false",
-                              "trainer.progress=false", "tracking.system_metrics=false", f"tracking.uri={uri}",
-                              f"tracking.experiment=serving-{name}"])
+                              f"tracking.uri={uri}", f"tracking.experiment=serving-{name}"])
         train_module.train(cfg)
         [run] = client.search_runs([client.get_experiment_by_name(f"serving-{name}").experiment_id])
         data = load_dataset(data_part(cfg))  # the same seeded test sample the run was tested on
@@ -187,6 +184,7 @@ def end_to_end_model(num_classes: int = 2) -> keras.Model:
     return keras.Model(text, network(preprocessor.apply(text)))
 
 
+@pytest.mark.unit
 def test_a_keras_flavor_model_of_an_earlier_seqlab_predicts_as_the_pyfunc_model_does(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     model = end_to_end_model(num_classes=3)
@@ -214,6 +212,7 @@ def test_a_keras_flavor_model_of_an_earlier_seqlab_predicts_as_the_pyfunc_model_
     assert direct.index.tolist() == [7, 8, 9, 10] and direct["label"].tolist() == expected["label"][:4].tolist()
 
 
+@pytest.mark.unit
 def test_a_pyfunc_model_whose_file_holds_python_code_is_refused(tmp_path):
     """Safe mode: a .keras file with a lambda in it is not run on load."""
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -227,6 +226,7 @@ def test_a_pyfunc_model_whose_file_holds_python_code_is_refused(tmp_path):
         predict.load(info.model_uri)
 
 
+@pytest.mark.unit
 def test_inputs_without_the_expected_columns_are_refused_by_name():
     classifier = serving.TextClassifier(["neg", "pos"], metadata_columns=["age", "income"])
     with pytest.raises(ValueError, match=r"'text' column .* or a 'messages' column .* columns: 'review'"):
@@ -281,6 +281,7 @@ def test_an_ensemble_averages_its_members_probabilities_and_records_them_as_its_
     assert contexts == {"train", "validation", "test"}  # the same Dataset column as its members' runs
 
 
+@pytest.mark.unit
 def test_an_ensemble_refuses_members_trained_on_other_data():
     from seqlab.workflow.ensemble import check_members
 
@@ -315,7 +316,7 @@ def test_signature_metadata_and_description(logged):
             "class_names": model.data.class_names, "dataset": model.cfg.dataset.name, "metadata_columns": columns,
             "speaker_tokens": name == "hierarchical"}
         assert info.saved_input_example_info is not None  # MLflow's UI shows it, serving validated it
-        assert info.flavors["python_function"]["loader_module"] == "seqlab.serving.pyfunc"
+        assert info.flavors["python_function"]["loader_module"] == "seqlab.serving"  # the name every version logs
         logged_model = Path(mlflow.artifacts.download_artifacts(model.uri))
         assert not list(logged_model.rglob("*.pkl")), name  # loading unpickles nothing
         assert json.loads((logged_model / "data" / "classifier" / "classifier.json").read_text()) == {

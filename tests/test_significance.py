@@ -13,10 +13,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import binomtest
 
-from seqlab.analysis.compare import main, runs_frame
+from seqlab.analysis.compare import runs_frame
+from seqlab.cli.compare import main
 from seqlab.errors import SeqlabError
 from seqlab.analysis.significance import (DELTA, HIGH, LOW, P_VALUE, PREDICTIONS_ARTIFACT, bootstrap_interval,
                                  predictions_csv, read_predictions)
+
+pytestmark = pytest.mark.unit
 
 N = 200
 CLASSES = ["neg", "pos"]

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, write_aclimdb
+from tests.conftest import REPO, run_seqlab, write_aclimdb
 
 SCRIPT = REPO / "scripts" / "slurm.sh"
-SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
 NO_ACCOUNTING = "this Slurm has no job accounting"  # seqlab.search.slurm's one line where sacct fails
 
 
@@ -48,13 +47,13 @@ def slurm_conf():
 
 def slurm_sweep(*overrides: str, cwd: Path, slurm_conf: Path) -> subprocess.CompletedProcess:
     """`seqlab train -m hydra/launcher=submitit_slurm OVERRIDES` against the test cluster (1 CPU, 1 GB per job)."""
-    env = {**os.environ, "SLURM_CONF": str(slurm_conf), "SEQLAB_DATA_DIR": str(cwd)}  # never the user's data
+    env = {"SLURM_CONF": str(slurm_conf), "SEQLAB_DATA_DIR": str(cwd)}  # never the user's data
     launcher = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
                 "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", f"hydra.sweep.dir={cwd / 'multirun'}"]
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", "train", "-m", *launcher, *overrides, *SMALL_INPUTS,
-                           f"dataset.path={write_aclimdb(cwd / 'data', per_class=20)}",
-                           f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}", "tracking.log_model=false"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=540)
+    return run_seqlab("train", "-m", *launcher, *overrides, "debug=tiny",
+                      f"dataset.path={write_aclimdb(cwd / 'data', per_class=20)}",
+                      f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}", "tracking.log_model=false", cwd=cwd, env=env,
+                      timeout=540)
 
 
 def assert_quiet(output: str) -> None:
@@ -124,6 +123,7 @@ def test_optuna_search_shares_one_study_across_slurm_jobs(slurm_conf, tmp_path):
 
 # --- the squeue fallback itself, without a cluster --------------------------------------------------------
 
+@pytest.mark.unit
 def test_job_states_come_from_squeue_where_sacct_fails(monkeypatch, caplog):
     pytest.importorskip("submitit")
     from seqlab.search import slurm

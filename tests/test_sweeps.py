@@ -2,9 +2,6 @@
 unreachable server (searches: test_search_runs.py). Tiny jobs on a tiny aclImdb written here."""
 
 import io
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,16 +13,12 @@ from omegaconf import OmegaConf
 
 from seqlab.errors import ConfigError
 from seqlab.search.sweep import safe_overrides, sweep_name, threads_per_job
-from tests.conftest import compose_config, free_port, mlflow_server_at, write_aclimdb
-
-SMALL_INPUTS = ["preprocess.max_length=20", "preprocess.vocab_size=200", "model.embedding_dim=4", "trainer.epochs=1"]
-TINY = [*SMALL_INPUTS, "model.units=4", "trainer.batch_size=16"]
+from tests.conftest import compose_config, free_port, mlflow_server_at, run_seqlab, write_aclimdb
 
 
-def seqlab(*args: str, cwd: Path, timeout: float = 300, **options) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SEQLAB_DATA_DIR": str(cwd)}  # never the user's data; tests pass dataset.path
-    return subprocess.run([sys.executable, "-m", "seqlab.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **options)
+def own_data(folder: Path) -> dict:
+    """The environment of a `seqlab` command that never reads the user's data (the tests pass dataset.path)."""
+    return {"SEQLAB_DATA_DIR": str(folder)}
 
 
 @pytest.fixture
@@ -54,11 +47,11 @@ def mlflow_server(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp_path, monkeypatch, capsys):
-    two_epochs = [o for o in SMALL_INPUTS if not o.startswith("trainer.epochs=")] + ["trainer.epochs=2"]
-    result = seqlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.units=4,6",
-                    f"dataset.path={tiny_reviews}", *two_epochs, "trainer.early_stopping=1", "trainer.checkpoint=false",
-                    f"tracking.uri={mlflow_server}", "tracking.experiment=server_sweep", "tracking.sweep=pair",
-                    "tracking.registered_model=pair_model", cwd=tmp_path, timeout=540)
+    result = run_seqlab("train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.units=4,6",
+                        f"dataset.path={tiny_reviews}", "debug=tiny", "trainer.epochs=2", "trainer.early_stopping=1",
+                        "trainer.checkpoint=false", f"tracking.uri={mlflow_server}", "tracking.experiment=server_sweep",
+                        "tracking.sweep=pair", "tracking.registered_model=pair_model", cwd=tmp_path,
+                        env=own_data(tmp_path), timeout=540)
     assert result.returncode == 0, result.stderr[-3000:]
 
     client = MlflowClient(mlflow_server)
@@ -88,7 +81,7 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     # the server keeps the artifacts under its --artifacts-destination
     assert len(list((tmp_path / "artifacts").rglob("MLmodel"))) == 2
 
-    from seqlab.analysis.compare import main as compare_main  # in this process: a second interpreter would cost seconds
+    from seqlab.cli.compare import main as compare_main  # in this process: a second interpreter would cost seconds
 
     capsys.readouterr()
     assert compare_main(["--tracking-uri", mlflow_server, "--sweep", "pair", "--format", "csv"]) == 0
@@ -133,7 +126,7 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
     champion = client.get_model_version_by_alias("pair_model", "champion")
     assert champion.run_id == best.info.run_id and champion.tags["run_name"] == best.info.run_name
     assert client.get_registered_model("pair_model").description
-    from seqlab.serving.predict import main as predict_main
+    from seqlab.cli.predict import main as predict_main
 
     assert predict_main(["models:/pair_model@champion", "--text", "a wonderful film", "--tracking-uri",
                          mlflow_server]) == 0
@@ -142,11 +135,12 @@ def test_joblib_sweep_against_a_tracking_server(mlflow_server, tiny_reviews, tmp
 
 # --- fast failures, names, threads ------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_unreachable_server_fails_fast_before_any_work(tmp_path):
     from seqlab.workflow.train import train
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    cfg = compose_config([f"tracking.uri={uri}", f"dataset.path={tmp_path / 'missing'}", *TINY])
+    cfg = compose_config([f"tracking.uri={uri}", f"dataset.path={tmp_path / 'missing'}", "debug=tiny"])
     started = time.monotonic()
     with pytest.raises(ConfigError, match="Cannot reach the MLflow tracking server"):
         train(cfg)  # a ConfigError, not the DataError of the missing data: nothing was loaded
@@ -154,13 +148,14 @@ def test_unreachable_server_fails_fast_before_any_work(tmp_path):
 
     for args in (["train", f"tracking.uri={uri}"], ["train", "-m", "trainer.seed=1,2", f"tracking.uri={uri}"]):
         started = time.monotonic()
-        result = seqlab(*args, cwd=tmp_path, timeout=120)
+        result = run_seqlab(*args, cwd=tmp_path, env=own_data(tmp_path), timeout=120)
         assert time.monotonic() - started < 60, args
         assert result.returncode == 2, result.stderr
         assert f"Cannot reach the MLflow tracking server at tracking.uri='{uri}'" in result.stderr
         assert "Traceback" not in result.stderr and "Launching" not in result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_registered_model_needs_a_logged_model_and_a_failed_registration_is_a_recording_error(monkeypatch):
     from types import SimpleNamespace
 
@@ -185,6 +180,7 @@ def test_registered_model_needs_a_logged_model_and_a_failed_registration_is_a_re
         register_model(resolve(cfg).record, run, None, {"accuracy/test": 0.5})
 
 
+@pytest.mark.unit
 def test_sweep_name_and_overrides_as_logged():
     config = OmegaConf.create({"tracking": {"sweep": None}, "hydra": {"sweep": {"dir": "multirun/2025-01-02/03-04-05"}}})
     assert sweep_name(config) == "2025-01-02_03-04-05"
@@ -194,6 +190,7 @@ def test_sweep_name_and_overrides_as_logged():
         "model.units=4", "tracking.uri=http://<redacted>@host:5000", "+dataset.api_key=<redacted>"]
 
 
+@pytest.mark.unit
 def test_threads_per_job_share_the_cores_between_parallel_jobs():
     from joblib import cpu_count
 
@@ -210,8 +207,10 @@ def test_threads_per_job_share_the_cores_between_parallel_jobs():
     assert threads_per_job(launcher(_target_="hydra._internal.core_plugins.basic_launcher.BasicLauncher")) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm"])
 def test_launcher_presets_compose(launcher, tmp_path):
-    result = seqlab("train", f"hydra/launcher={launcher}", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path)
+    result = run_seqlab("train", f"hydra/launcher={launcher}", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path,
+                        env=own_data(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "_target_: hydra_plugins." in result.stdout

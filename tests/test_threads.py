@@ -39,6 +39,7 @@ def real(name, data_dir, *overrides):
 
 # --- the real thread datasets -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_persuasion_uses_the_file_split_and_its_numeric_traits(threads_dir):
     data = real("persuasion", threads_dir)
     assert (len(data.train), len(data.validation), len(data.test)) == (711, 153, 153)
@@ -48,6 +49,7 @@ def test_persuasion_uses_the_file_split_and_its_numeric_traits(threads_dir):
     assert all("\n" in text for text in data.train.texts[:20])  # messages joined by "\n"
 
 
+@pytest.mark.slow
 def test_dailydialog_holds_validation_out_of_train_because_the_official_one_lacks_topics(threads_dir, caplog):
     caplog.set_level("INFO", logger="seqlab")
     data = real("dailydialog", threads_dir)
@@ -60,6 +62,7 @@ def test_dailydialog_holds_validation_out_of_train_because_the_official_one_lack
     assert len(official.validation) == 1000 and len(set(official.validation.labels)) == 7
 
 
+@pytest.mark.slow
 def test_speaker_tokens_and_chitchat_caps(threads_dir):
     data = real("chitchat", threads_dir, "preprocess.speaker_tokens=true", "dataset.max_train=100",
                 "dataset.max_test=50")
@@ -81,6 +84,7 @@ TRAIN = ["hello there friend\nhow are you today my friend\n!!!\nfine thanks",
          "A great film. Really great! <br />Bad end?"]
 
 
+@pytest.mark.unit
 def test_hierarchical_batches_are_units_by_words_with_empty_slots_last():
     pre = HierarchicalPreprocessor(hierarchical()).fit(TRAIN)
     vocabulary = pre.vectorizer.get_vocabulary()
@@ -99,6 +103,7 @@ def test_hierarchical_batches_are_units_by_words_with_empty_slots_last():
     assert last.encode(TRAIN[:1])[0].tolist() == [ids("how are you today"), ids("fine thanks") + [0, 0]]
 
 
+@pytest.mark.unit
 def test_logged_preprocessing_round_trips(tmp_path):
     pre = HierarchicalPreprocessor(hierarchical()).fit(TRAIN)
     text = keras.Input(shape=(), dtype="string")
@@ -128,6 +133,7 @@ def threads_batch(rng, max_units):
     return batch
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", HIERARCHICAL_MODELS)
 def test_empty_message_slots_never_change_a_prediction(name):
     rng = np.random.default_rng(0)
@@ -142,6 +148,7 @@ def test_empty_message_slots_never_change_a_prediction(name):
     assert np.isfinite(short.predict(np.zeros((2, 4, 6), np.int32), verbose=0)).all()  # an empty thread
 
 
+@pytest.mark.unit
 def test_message_encoder_matches_embedding_and_bilstm_per_message_with_zeros_in_empty_slots():
     keras.utils.set_random_seed(1)
     encoder = MessageEncoder(vocab_size=40, embedding_dim=8, units=5)
@@ -158,6 +165,7 @@ def test_message_encoder_matches_embedding_and_bilstm_per_message_with_zeros_in_
 
 # --- metadata -------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_metadata_is_imputed_and_scaled_with_train_statistics_only():
     train = np.array([[1.0, 10.0, 7.0], [3.0, np.nan, 7.0], [np.nan, 30.0, 7.0]], np.float32)
     test = np.array([[5.0, np.nan, 9.0], [np.nan, 40.0, 7.0]], np.float32)
@@ -170,6 +178,7 @@ def test_metadata_is_imputed_and_scaled_with_train_statistics_only():
     assert not np.allclose(refit.encode(test), scaler.encode(test))  # the statistics really are train's
 
 
+@pytest.mark.unit
 def test_metadata_input_composes_with_flat_models_too():
     cfg = compose_config(["dataset=persuasion", "model=bilstm", "model.metadata=true"])
     validate(cfg)
@@ -180,6 +189,7 @@ def test_metadata_input_composes_with_flat_models_too():
     assert outputs.shape == (3, 1)
 
 
+@pytest.mark.unit
 def test_hierarchical_models_select_their_preprocessing():
     cfg = compose_config(["model=hier_conv", "dataset=chitchat"])
     assert cfg.preprocess.name == "hierarchical"
@@ -192,15 +202,12 @@ def test_hierarchical_models_select_their_preprocessing():
 
 # --- one short epoch on real threads ------------------------------------------------------------------
 
-TINY = ["dataset.max_train=160", "dataset.max_test=80", "preprocess.max_units=6", "preprocess.max_unit_length=12",
-        "preprocess.vocab_size=1500", "trainer.epochs=1", "trainer.batch_size=32", "trainer.progress=false"]
-SIZES = {"embedding_dim": 16, "message_units": 8, "units": 8, "filters": 8}  # each model takes the keys it has
 
 
 @pytest.mark.slow
 def test_hier_conv_on_dailydialog_with_balanced_class_weights(threads_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose_config(["dataset=dailydialog", *tiny_model("hier_conv", SIZES), f"data_dir={threads_dir}", *TINY,
+    cfg = compose_config(["dataset=dailydialog", "model=hier_conv", f"data_dir={threads_dir}", "debug=tiny",
                           "trainer.class_weight=balanced", "tracking.log_model=false", f"tracking.uri={uri}"])
     train_module.train(cfg)
     client = MlflowClient(uri)
@@ -214,9 +221,8 @@ def test_hier_conv_on_dailydialog_with_balanced_class_weights(threads_dir, tmp_p
 @pytest.mark.slow
 def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a_file(threads_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose_config(["dataset=persuasion", *tiny_model("hier_lstm", SIZES), "model.metadata=true",
-                          f"data_dir={threads_dir}",
-                          *TINY, f"tracking.uri={uri}"])
+    cfg = compose_config(["dataset=persuasion", "model=hier_lstm", "model.metadata=true", f"data_dir={threads_dir}",
+                          "debug=tiny", f"tracking.uri={uri}"])
     train_module.train(cfg)
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("persuasion").experiment_id])
@@ -250,9 +256,10 @@ def test_hier_lstm_with_metadata_on_persuasion_logs_a_model_that_predicts_from_a
     assert accuracy == pytest.approx(run.data.metrics["accuracy/test"], abs=1e-6)
 
 
+@pytest.mark.unit
 def test_predict_reads_thread_files_as_training_does(tmp_path):
     """A CSV's JSON message lists and a one-row-per-message file give the strings training builds from them."""
-    from seqlab.data.custom import thread_text
+    from seqlab.data.texts import thread_text
 
     messages = [[{"speaker": "A", "text": "Hi there!"}, {"speaker": "B", "text": "Hello."}],
                 [{"speaker": "A", "text": "Any plans?"}, {"speaker": "B", "text": "None."},

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from omegaconf import OmegaConf
 
-from seqlab.config.plan import resolve
+from seqlab.config.plan import data_part, resolve
 from seqlab.training import runtime
 from seqlab.workflow import train as train_module
 from seqlab.schema.root import is_location_key
@@ -23,11 +23,11 @@ from seqlab.config.compose import to_flat_dict
 from seqlab.data import load_dataset
 from seqlab.serving.predict import load, predict_texts
 from seqlab.analysis.significance import PREDICTIONS_ARTIFACT, read_predictions
-from tests.conftest import compose_config
+from tests.conftest import compose_config, fit_with_callbacks, raising_callback, run_seqlab
 
-pytestmark = pytest.mark.slow
-
-SMALL = ["dataset.max_train=400", "dataset.max_test=200", "preprocess.max_length=100", "trainer.epochs=2"]
+# debug=tiny's run on real reviews, with two epochs, 200 test reviews, longer inputs and MLflow's system metrics
+SMALL = ["debug=tiny", "dataset.max_test=200", "preprocess.max_length=100", "trainer.epochs=2",
+         "tracking.system_metrics=true"]
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,14 @@ def trained(real_data_dir, tmp_path_factory):
                            workdir=workdir)
 
 
+@pytest.mark.slow
 def test_train_leaves_the_callers_config_as_it_was(trained):
     """What the run decided (buckets, padding, threads, experiment) is in its plan and its record, not in `cfg`."""
     assert OmegaConf.to_yaml(trained.cfg) == trained.composed
     assert trained.cfg.trainer.bucketing is None and trained.cfg.preprocess.padding == "pre"
 
 
+@pytest.mark.slow
 def test_run_finished_with_flattened_params_and_tags(trained):
     run = trained.run
     assert run.info.status == "FINISHED"
@@ -71,9 +73,22 @@ def test_run_finished_with_flattened_params_and_tags(trained):
     tags = run.data.tags
     assert tags["dataset"] == "imdb" and tags["model"] == "lstm"
     assert tags["seqlab_version"] and tags["mlflow.source.name"] == "seqlab train"
-    assert len(tags.get("mlflow.source.git.commit", "0" * 40)) == 40  # where seqlab runs from a git checkout
+    # the commit of seqlab's own checkout (MLflow would name pytest's); none where seqlab is no git checkout
+    commit = git("rev-parse", "HEAD")
+    assert tags.get("mlflow.source.git.commit") == commit and (commit is None or len(commit) == 40)
+    if commit:
+        assert tags.get("git_dirty") == ("true" if git("status", "--porcelain", "--untracked-files=no") else None)
 
 
+def git(*args: str) -> str | None:
+    """git's answer in the folder of the seqlab package, or None outside a git checkout."""
+    import seqlab
+
+    done = subprocess.run(["git", *args], cwd=os.path.dirname(seqlab.__file__), capture_output=True, text=True)
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+@pytest.mark.slow
 def test_lineage_description_and_system_metrics(trained):
     """The UI's Dataset column (one input per split, digests of the examples read), the run's description, and
     MLflow's system metrics."""
@@ -91,6 +106,7 @@ def test_lineage_description_and_system_metrics(trained):
     assert list(run.data.metrics)[0] == "accuracy/val"
 
 
+@pytest.mark.slow
 def test_per_epoch_and_test_metrics(trained):
     client, run_id = trained.client, trained.run.info.run_id
     for key in ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "time/epoch_seconds"):
@@ -104,6 +120,7 @@ def test_per_epoch_and_test_metrics(trained):
     assert metrics["time/train_seconds"] >= sum(m.value for m in client.get_metric_history(run_id, "time/epoch_seconds")) * 0.9
 
 
+@pytest.mark.slow
 def test_artifacts(trained):
     names = {a.path for a in trained.client.list_artifacts(trained.run.info.run_id)}
     assert {"config.yaml", "model_summary.txt", "classification_report.txt", "confusion_matrix.png",
@@ -118,6 +135,7 @@ def test_artifacts(trained):
     assert (trained.workdir / "mlartifacts").is_dir()
 
 
+@pytest.mark.slow
 def test_test_predictions_are_logged_one_row_per_test_example(trained):
     """predictions/test.csv, what `seqlab compare --baseline` pairs runs on: the test split's ids and labels, each
     class's probability, and predictions whose accuracy is the logged one."""
@@ -132,6 +150,7 @@ def test_test_predictions_are_logged_one_row_per_test_example(trained):
     assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     mlflow.set_tracking_uri(trained.uri)
     model = load(f"runs:/{trained.run.info.run_id}/model")
@@ -143,16 +162,15 @@ def test_logged_model_takes_raw_text_and_reproduces_test_accuracy(trained):
     assert accuracy == pytest.approx(trained.run.data.metrics["accuracy/test"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_predict_cli_text_and_file(trained, tmp_path):
     # without the variable importing seqlab sets in this process: seqlab itself keeps MLflow's download bars off
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_TRACKING_URI")}
+    env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": None, "MLFLOW_TRACKING_URI": None}
     uri = f"runs:/{trained.run.info.run_id}/model"
     out = tmp_path / "out.csv"
     texts = ["A wonderful, moving film.", "Awful and boring.", "It was fine."]
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, *sum([["--text", t] for t in texts], []),
-                             "--output", str(out), "--tracking-uri", trained.uri],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = run_seqlab("predict", uri, *sum([["--text", t] for t in texts], []), "--output", out, "--tracking-uri",
+                        trained.uri, env=env)
     assert result.returncode == 0, result.stderr
     assert "Downloading artifacts" not in result.stderr, result.stderr
     assert f"seqlab: wrote 3 predictions to {out}" in result.stderr and "seqlab:" not in result.stdout  # status
@@ -166,36 +184,30 @@ def test_predict_cli_text_and_file(trained, tmp_path):
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text("\n".join(json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)))
     env["MLFLOW_TRACKING_URI"] = trained.uri  # the store, named the other way
-    result = subprocess.run([sys.executable, "-m", "seqlab.cli", "predict", uri, "--input", str(jsonl), "--output",
-                             str(out), "--overwrite"], capture_output=True, text=True, env=env, timeout=300)
+    result = run_seqlab("predict", uri, "--input", jsonl, "--output", out, "--overwrite", env=env)
     assert result.returncode == 0, result.stderr
     frame = pd.read_csv(out)
     assert frame["id"].tolist() == ["r0", "r1", "r2"] and frame["label"].tolist() == direct["label"].tolist()
 
 
+@pytest.mark.slow
 def test_train_from_the_command_line_prints_no_tensorflow_error_lines(real_data_dir, tmp_path):
     """No TensorFlow "E0000 ... use_unbounded_threadpool" line on stderr: Keras' tf.data path for string arrays
     logs it when op determinism and one thread per op are on, as they are when `seqlab train` logs the model."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    trained = subprocess.run([sys.executable, "-m", "seqlab.cli", "train", f"data_dir={real_data_dir}",
-                              "dataset.max_train=200", "dataset.max_test=100", "preprocess.max_length=50",
-                              "trainer.epochs=1", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'outputs'}"],
-                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    trained = run_seqlab("train", f"data_dir={real_data_dir}", "debug=tiny", f"tracking.uri={uri}",
+                         f"hydra.run.dir={tmp_path / 'outputs'}", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "seqlab: test loss" in trained.stderr and "seqlab:" not in trained.stdout  # status on stderr
     assert "E0000" not in trained.stderr and "node_def_util" not in trained.stderr, trained.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("raised, status", [(RuntimeError("disk on fire"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
-def test_a_run_that_raises_never_stays_running(real_data_dir, tmp_path, monkeypatch, raised, status):
+def test_a_run_that_raises_never_stays_running(tiny_aclimdb, tmp_path, monkeypatch, raised, status):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = compose_config([f"data_dir={real_data_dir}", "dataset.max_train=100", "dataset.max_test=50",
-                          "preprocess.max_length=20", f"tracking.uri={uri}"])
-
-    def broken_fit(*args, **kwargs):
-        raise raised
-
-    monkeypatch.setattr(train_module, "fit", broken_fit)
+    cfg = compose_config([f"dataset.path={tiny_aclimdb}", "debug=tiny", f"tracking.uri={uri}"])
+    fit_with_callbacks(monkeypatch, raising_callback(raised))  # as fitting starts
     with pytest.raises(type(raised)):
         train_module.train(cfg)
     client = MlflowClient(uri)
@@ -204,6 +216,7 @@ def test_a_run_that_raises_never_stays_running(real_data_dir, tmp_path, monkeypa
     assert type(raised).__name__ in run.data.tags["error"] or "interrupted" in run.data.tags["error"]
 
 
+@pytest.mark.unit
 def test_expected_retracing_warnings_are_filtered(caplog):
     """A sweep builds a new model per job in one process: TensorFlow's retracing warning is noise there."""
     runtime.setup_runtime(resolve(compose_config([])).runtime)
@@ -221,6 +234,7 @@ def test_expected_retracing_warnings_are_filtered(caplog):
     assert any("retracing" in record.getMessage() for record in caplog.records)  # the filter is what hid it
 
 
+@pytest.mark.slow
 def test_intra_op_threads_one_for_recurrent_models_on_cpu_and_what_ran_is_logged():
     """Run in a fresh process, as TensorFlow's thread pools are fixed once it starts: null gives one thread per op
     for the LSTM and TensorFlow's default (0) for fastText, an explicit value wins, and a value that can no longer

@@ -68,9 +68,10 @@ def report_error(error: BaseException, where: str = "") -> int:
     return code
 
 
-def report_interrupt(error: KeyboardInterrupt) -> int:
-    """What Ctrl-C or SIGTERM did to a run, on stderr; returns the exit code a shell would show."""
+def report_interrupt(error: KeyboardInterrupt, command: str = "train") -> int:
+    """What Ctrl-C or SIGTERM did to `command`'s run, on stderr; returns the exit code a shell would show."""
     terminated = isinstance(error, Terminated)
+    after = " and continues with trainer.resume=<run_id>" if command == "train" else ""
     print(f"seqlab: {'terminated (SIGTERM)' if terminated else 'interrupted (Ctrl-C)'}; a started run is marked "
-          "KILLED and continues with trainer.resume=<run_id>.", file=sys.stderr, flush=True)
+          f"KILLED{after}.", file=sys.stderr, flush=True)
     return 143 if terminated else 130  # 128 + the signal's number, as shells report it

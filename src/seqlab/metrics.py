@@ -9,8 +9,12 @@ maps to today's, so that `seqlab compare` reads old runs and users may type eith
 from __future__ import annotations
 
 SPLITS = ("train", "val", "test")
+# What every model is compiled with: Keras reports each per epoch on train and validation (`accuracy/train`,
+# `accuracy/val`), and seqlab.training.callbacks.EpochLogger records them as `<name>/<split>`. A new per-epoch
+# metric is its Keras name added here.
+EPOCH_METRICS = ("accuracy",)
 TIME = ("epochs", "epoch_seconds", "train_seconds", "prepare_seconds")  # bookkeeping: section time/
-QUANTITIES = ("accuracy", "loss", "f1_macro", "roc_auc")
+QUANTITIES = (*EPOCH_METRICS, "loss", "f1_macro", "roc_auc")
 
 
 def keras_name(name: str) -> str:

@@ -228,11 +228,11 @@ def run_command(argv: list[str]) -> int:
         if command == "pretrain":
             return pretrain_command(rest)
         if command == "predict":
-            from seqlab.serving.predict import main as predict_main
+            from seqlab.cli.predict import main as predict_main
 
             return predict_main(rest)
         if command == "compare":
-            from seqlab.analysis.compare import main as compare_main
+            from seqlab.cli.compare import main as compare_main
 
             return compare_main(rest)
         if command == "ensemble":
@@ -240,7 +240,7 @@ def run_command(argv: list[str]) -> int:
 
             return ensemble_main(rest)
     except KeyboardInterrupt as error:  # also SIGTERM during a run (seqlab.errors.Terminated)
-        return report_interrupt(error)
+        return report_interrupt(error, command)
     except (SystemExit, BrokenPipeError):
         raise
     except Exception as error:  # predict and compare: one paragraph, never a traceback

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seqlab.data import options as _datasets  # noqa: F401
+from seqlab.data import catalog as _datasets  # noqa: F401
 from seqlab.features import options as _preprocessings  # noqa: F401
 from seqlab.models import catalog as _models  # noqa: F401
 from seqlab.pretraining import options as _pretrainings  # noqa: F401

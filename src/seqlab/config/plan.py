@@ -156,12 +156,16 @@ def resolve(cfg: DictConfig, gpus: int = 0, pretraining: bool = False) -> RunPla
 
 
 def default_weight_decay(optimizer: str) -> float:
-    """What the optimizer decays without trainer.weight_decay: Keras' own default (adamw's 0.004, else none)."""
-    if optimizer == "lazy_adam":  # seqlab's Adam: Adam's default
-        optimizer = "adam"
+    """What the optimizer decays without trainer.weight_decay: its Keras class's default (adamw's 0.004, else none),
+    read from the signature: making an optimizer would start TensorFlow before the runtime is set up."""
+    import inspect
+
     import keras  # only here: the rest of the plan is decided without Keras
 
-    return float(keras.optimizers.get(optimizer).weight_decay or 0.0)
+    classes = {name.lower(): value for name, value in vars(keras.optimizers).items() if isinstance(value, type)}
+    cls = classes.get("adam" if optimizer == "lazy_adam" else optimizer)  # seqlab's lazy_adam: Adam's defaults
+    default = inspect.signature(cls).parameters["weight_decay"].default if cls is not None else None
+    return float(default or 0.0)
 
 
 def _resolve_pretrained(config: DictConfig) -> None:
@@ -194,6 +198,19 @@ def resume_target(cfg: DictConfig) -> Optional[tuple[str, str, bool]]:
 def experiment_name(cfg: DictConfig) -> str:
     """The experiment a config's runs go to: tracking.experiment, else the dataset's name."""
     return cfg.tracking.experiment or cfg.dataset.name
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where a config's runs are recorded: a sweep's parent and its search read this, not the config's groups."""
+
+    uri: str
+    experiment: str
+    dataset: str
+
+
+def store_target(cfg: DictConfig) -> StoreTarget:
+    return StoreTarget(str(cfg.tracking.uri), experiment_name(cfg), str(cfg.dataset.name))
 
 
 def data_part(cfg: DictConfig) -> DataPlan:

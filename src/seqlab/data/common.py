@@ -1,4 +1,7 @@
-"""What every data source returns, and the seeded, stratified sampling and splits they share."""
+"""What every data source returns, and the seeded, stratified sampling and splits they share.
+
+Source modules import this one at import time, so scikit-learn is imported where it splits (about a second).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from seqlab.errors import DataError
 
@@ -86,6 +88,8 @@ def stratified_sample(examples: Examples, size: int | None, seed: int, what: str
     """A seeded sample of `size` examples with the class mix of the whole; all of them if size is None."""
     if size is None or size >= len(examples):
         return examples
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(len(examples))
     stratify = examples.labels if _can_stratify(examples.labels, size) else None
     chosen, _ = train_test_split(index, train_size=size, stratify=stratify, random_state=seed)
@@ -100,6 +104,8 @@ def _can_stratify(labels: np.ndarray, size: int) -> bool:
 
 def split_off(examples: Examples, fraction: float, seed: int, what: str) -> tuple[Examples, Examples]:
     """Seeded, stratified (where every class has two examples) split: (rest, held_out)."""
+    from sklearn.model_selection import train_test_split
+
     n_held = max(1, int(round(len(examples) * fraction)))
     if len(examples) - n_held < 1:
         raise DataError(f"Cannot hold out a {what} split of {fraction} from {len(examples)} examples: "

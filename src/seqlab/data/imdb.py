@@ -13,15 +13,19 @@ import logging
 import shutil
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
+from seqlab.data.base import DatasetConfig
 from seqlab.data.common import Examples, cache_root, finish_splits
 from seqlab.errors import ConfigError, DataError
+from seqlab.schema.registry import register_option
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,16 @@ SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 ARCHIVE_NAMES = ("aclImdb_labeled.tar.gz", "aclImdb_v1.tar.gz", "aclImdb.tar.gz")
 RATINGS = [1, 2, 3, 4, 7, 8, 9, 10]
 TARGETS = {"sentiment": ["neg", "pos"], "rating": [str(r) for r in RATINGS]}
+
+
+@dataclass
+class ImdbConfig(DatasetConfig):
+    target: str = "sentiment"  # sentiment (2 classes) | rating (8 classes)
+    download: bool = True
+    encoding: str = "utf-8"
+
+
+register_option("dataset", "imdb", ImdbConfig, module=__name__)
 
 
 def load(part):
@@ -50,6 +64,8 @@ def unlabeled_reviews(part) -> list[str]:
     """The 50,000 unlabeled reviews (aclImdb/train/unsup, for pretraining; never the test reviews): from the labeled
     folder when it holds them (an extracted official archive), else from aclImdb_unsup.tar.gz or aclImdb_v1.tar.gz
     next to it (extracted once into the cache), else downloaded with the official archive."""
+    import pandas as pd  # imported when reading: configs are checked without it
+
     d = part.dataset
     folder = find_aclimdb(d.get("path") if d.get("name") == "imdb" else None, part.data_dir, part.cache_dir,
                           download=d.get("download", True))
@@ -183,6 +199,9 @@ def _missing_message(root: Path, why: str) -> str:
 
 
 def _download(destination: Path, root: Path) -> Path:
+    import urllib.error  # imported when downloading (http, ssl: about 60 ms of every config check otherwise)
+    import urllib.request
+
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_suffix(".part")
     log.info(f"downloading {URL} ...")
@@ -204,6 +223,8 @@ def read_reviews(folder: Path, encoding: str = "utf-8", cache: Path | None = Non
     """All labeled reviews as a frame (split, sentiment, rating, id, text); for folders extracted into the
     cache folder `cache`, kept there as Parquet beside the extracted folder (a user's own folder is never
     written to)."""
+    import pandas as pd  # imported when reading: configs are checked without it
+
     ours = cache is not None and folder.resolve().is_relative_to(cache.resolve())
     cache = folder.parent / f"reviews-{encoding}.parquet"
     if ours and cache.exists() and cache.stat().st_mtime >= folder.stat().st_mtime:

@@ -18,12 +18,17 @@ looked up beside the `.npz` first, then the same way.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from seqlab.data.base import DatasetConfig
 from seqlab.data.common import Examples, cache_root, finish_splits
 from seqlab.errors import ConfigError, DataError
+from seqlab.schema.registry import register_option
+from seqlab.schema.rules import positive, rule
 
 ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 # The hashes keras.datasets.imdb checks its downloads against.
@@ -31,6 +36,19 @@ FILE_HASHES = {"imdb.npz": "69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d
                "imdb_word_index.json": "bfafd718b763782e994055a2d397834f"}
 OUT_OF_VOCABULARY = "xxunk"
 CLASS_NAMES = ["neg", "pos"]
+
+
+@dataclass
+class ImdbKerasConfig(DatasetConfig):
+    target: str = "sentiment"
+    download: bool = True
+    num_words: Optional[int] = positive(5000)  # keep word ids below this (as load_data(num_words=)); null = all
+    maxlen: Optional[int] = positive(None)  # drop reviews of maxlen ids or more; null = keep all
+    skip_top: int = rule(0, low=0)
+    index_from: int = rule(3, low=0)
+
+
+register_option("dataset", "imdb_keras", ImdbKerasConfig, module=__name__)
 
 
 def load(part):

@@ -16,13 +16,17 @@ With `dataset.max_train`, an official validation split is sampled down to `max_t
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from seqlab.data.base import DatasetConfig
 from seqlab.data.common import Examples, finish_splits, stratified_sample
-from seqlab.data.custom import frame_records, read_table, resolve_columns, label_order
 from seqlab.errors import ConfigError, DataError
+from seqlab.schema.registry import register_option
+from seqlab.schema.rules import rule
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,29 @@ FILES = {
 SPLITS = ("train", "validation", "test")
 
 
+@dataclass
+class ThreadsConfig(DatasetConfig):
+    """A thread file with a split column (dailydialog, persuasion, chitchat)."""
+
+    messages_column: str = "messages"
+    label_column: str = "label"
+    metadata_columns: Optional[list[str]] = None  # numeric inputs for model.metadata=true
+    # official | holdout (of train) | auto (official unless it lacks classes)
+    validation_source: str = rule("auto", choices=['auto', 'official', 'holdout'])
+    on_bad_lines: str = rule("error", choices=['error', 'skip'])  # error | skip
+    encoding: str = "utf-8"
+
+
+for _name in FILES:
+    register_option("dataset", _name, ThreadsConfig, module=__name__)
+
+
 def load(part):
+    # The table reader imports pandas: imported when loading, so configs are checked without it.
+    from seqlab.data.labels import label_order
+    from seqlab.data.records import frame_records, resolve_columns
+    from seqlab.data.tables import read_table
+
     d = part.dataset
     if d.target != "label":
         raise ConfigError(f"Config key 'dataset.target' is {d.target!r}; dataset {d.name!r} has one target, 'label' "

@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-
 log = logging.getLogger(__name__)
 
 TOKENS = "tokens"  # the word-id input of every flat model; with several inputs, the dict key that is bucketed

@@ -16,6 +16,7 @@ import tensorflow as tf
 from seqlab.features import wordpiece
 from seqlab.features.text import SEPARATOR_TOKEN, standardize_text  # noqa: F401  (importers' names)
 
+
 @keras.saving.register_keras_serializable(package="seqlab")
 class SequencePadding(keras.layers.Layer):
     """Pads or truncates post-padded word ids to `max_length`, at the start ('pre') or end ('post').

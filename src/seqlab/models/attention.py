@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models.registry import register
 from seqlab.models.recurrent import RecurrentConfig
+from seqlab.models.registry import register
 from seqlab.schema.rules import positive
 
 

@@ -1,14 +1,24 @@
 """Every model seqlab knows: importing the family modules fills the registry (seqlab.models.registry).
 
-Adding a model: a builder with `@register(...)` in a family module listed below, and `conf/model/<name>.yaml`.
-None of these modules imports Keras at import time (builders import it), so a config is checked in a second.
+Adding a model: a builder with `@register(...)` in a family module of this package (an existing one or a new file:
+every module here is imported below), and `conf/model/<name>.yaml`. No family module imports Keras at import time
+(builders import it), so a config is checked in a second.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+import seqlab.models
 from seqlab.errors import ConfigError
-from seqlab.models import attention, convolutional, fasttext, hierarchical, recurrent, transformer  # noqa: F401
 from seqlab.models.registry import MODELS, ModelInfo
+
+NOT_FAMILIES = {"catalog", "registry", "layers"}  # layers imports Keras; the others hold no builder
+# The family modules, imported by name: a new file needs no line here.
+FAMILIES = sorted(m.name for m in pkgutil.iter_modules(seqlab.models.__path__) if m.name not in NOT_FAMILIES)
+for _family in FAMILIES:
+    importlib.import_module(f"seqlab.models.{_family}")
 
 __all__ = ["MODELS", "model_info", "build_model"]
 

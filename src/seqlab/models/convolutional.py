@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models.registry import register
 from seqlab.models.recurrent import RecurrentConfig
+from seqlab.models.registry import register
 from seqlab.schema.rules import positive
 
 
@@ -24,8 +24,16 @@ def build_cnn_lstm(cfg, spec):
     vectors are zeroed before and after the convolution (zeros are what 'same' padding sees at a
     sequence's end, and never win a max over ReLU outputs), and the mask is max-pooled like the features.
     """
-    from seqlab.models.layers import classifier_head, embed, keras, layers, ops, padding_mask, recurrent_stack, \
-        token_input
+    from seqlab.models.layers import (
+        classifier_head,
+        embed,
+        keras,
+        layers,
+        ops,
+        padding_mask,
+        recurrent_stack,
+        token_input,
+    )
 
     tokens = token_input(spec)
     x = embed(tokens, cfg, spec, mask_zero=False)

@@ -29,8 +29,7 @@ def build_fasttext_bigram(cfg, spec):
     leaves plain unigram fastText. Padding is always masked (pre or post), since an average over padding
     would dilute short reviews.
     """
-    from seqlab.models.layers import (MaskedAverage, RowGatherEmbedding, classifier_head, keras, layers, ops,
-                                      token_input)
+    from seqlab.models.layers import MaskedAverage, RowGatherEmbedding, classifier_head, keras, layers, ops, token_input
 
     tokens = token_input(spec)
     words = ops.cast(tokens, "int64")

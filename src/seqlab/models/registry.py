@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from omegaconf import MISSING
+
 from seqlab.schema.registry import register_option
 from seqlab.schema.rules import rule
 
@@ -38,7 +39,7 @@ class ModelInfo:
     name: str
     config: type  # a ModelConfig subclass: exactly the keys this model reads
     build: Callable
-    recurrent: bool  # runs LSTM/GRU steps (one thread per op on CPU, seqlab.workflow.train.set_intra_op_threads)
+    recurrent: bool  # runs LSTM/GRU steps (one thread per op on CPU, seqlab.config.plan and seqlab.training.runtime)
     hierarchical: bool  # reads units x words (preprocess=hierarchical, which its YAML selects)
     bucketed: bool  # trainer.bucketing=null turns length buckets on (measured to keep accuracy, or masks anyway)
     masks_padding: bool  # ignores padding whichever end it is on (pre or post padding give the same model)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqlab.models.registry import ModelConfig, register
 from seqlab.models.hierarchical import HierarchicalConfig
+from seqlab.models.registry import ModelConfig, register
 from seqlab.schema.rules import positive, rate, rule
 
 

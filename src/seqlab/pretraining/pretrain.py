@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 import seqlab
+from seqlab.pretraining.language_model import END_OF_TEXT, train_language_model
 from seqlab.pretraining.options import PRETRAIN_EXPERIMENT as EXPERIMENT
-from seqlab.errors import ConfigError
+from seqlab.pretraining.word2vec import train_word2vec
 
 log = logging.getLogger(__name__)
 
 KEY_TAG = "seqlab.pretrain_key"
-END_OF_TEXT = "xxeos"  # the language model's token between two texts of its stream
 # Settings that do not change the vectors: never part of the content key.
 NOT_IN_KEY = ("probe_words",)
 
@@ -55,119 +54,6 @@ def content_key(p: DictConfig, corpus) -> str:
     digest = hashlib.sha256(json.dumps({"seqlab": seqlab.__version__, "settings": settings,
                                         "corpus": corpus.digest()}, sort_keys=True).encode())
     return digest.hexdigest()[:24]
-
-
-# --- the two trainers ---------------------------------------------------------------------------------------
-
-def train_word2vec(p, sentences: list[list[str]], on_epoch) -> tuple[list[str], np.ndarray]:
-    from gensim.models import FastText, Word2Vec
-    from gensim.models.callbacks import CallbackAny2Vec
-
-    class Epochs(CallbackAny2Vec):
-        def __init__(self):
-            self.epoch, self.started, self.previous = 0, time.perf_counter(), 0.0
-
-        def on_epoch_end(self, model):
-            total = model.get_latest_training_loss() if p.algorithm != "fasttext" else None
-            loss = None if total is None else (total - self.previous) / max(model.corpus_total_words, 1)
-            self.previous = total or 0.0
-            on_epoch(self.epoch, {"loss/train": loss, "time/epoch_seconds": time.perf_counter() - self.started})
-            self.epoch, self.started = self.epoch + 1, time.perf_counter()
-
-    options = dict(sentences=sentences, vector_size=p.embedding_dim, window=p.window, negative=p.negative,
-                   min_count=p.min_count, max_final_vocab=p.vocab_size, epochs=p.epochs, seed=p.seed,
-                   workers=max(os.cpu_count() or 1, 1), callbacks=[Epochs()])
-    if p.algorithm == "fasttext":
-        model = FastText(sg=1, **options)
-    else:  # gensim's loss is summed over the epoch (float32); per word it is comparable across epochs
-        model = Word2Vec(sg=1 if p.algorithm == "skipgram" else 0, compute_loss=True, **options)
-    return list(model.wv.index_to_key), np.asarray(model.wv.vectors, np.float32)
-
-
-def train_language_model(p, sentences: list[list[str]], on_epoch):
-    """Embedding -> LSTM trained to predict the next word (and with `bidirectional`, a second LSTM the previous one)
-    over the corpus as one stream cut into windows. Keras has no sampled softmax layer, so the step is written here
-    with TensorFlow's `sampled_softmax_loss` (a full 20,000-way softmax per word would dominate CPU time)."""
-    import keras
-    import tensorflow as tf
-    from collections import Counter
-
-    keras.utils.set_random_seed(p.seed)
-    counts = Counter(word for sentence in sentences for word in sentence)
-    kept = [w for w, c in counts.most_common(p.vocab_size - 3) if c >= p.min_count]
-    words = ["", "[UNK]", END_OF_TEXT] + kept  # ids by frequency: the log-uniform sampler assumes it
-    index = {w: i for i, w in enumerate(words)}
-    stream = np.fromiter((index.get(w, 1) for sentence in sentences for w in (*sentence, END_OF_TEXT)), np.int32)
-    length = p.sequence_length
-    windows = (len(stream) - 1) // length
-    if windows < 2:
-        raise ConfigError(f"The pretraining corpus has {len(stream)} words: too few for one window of "
-                          f"pretrain.sequence_length={length} words; use more text or a shorter window.")
-    held_out = max(1, windows // 100)  # 1% of the windows: the full-softmax validation loss
-    vocab = len(words)
-    embedding = keras.layers.Embedding(vocab, p.embedding_dim, name="embedding")
-    directions = ["forward", "backward"] if p.bidirectional else ["forward"]
-    lstms = {d: keras.layers.LSTM(p.units, return_sequences=True, name=f"{d}_lstm") for d in directions}
-    softmax_w = keras.Variable(keras.initializers.GlorotUniform(seed=p.seed)((vocab, p.units)), name="softmax_w")
-    softmax_b = keras.Variable(np.zeros(vocab, np.float32), name="softmax_b")
-    optimizer = keras.optimizers.Adam(p.learning_rate, clipnorm=1.0)
-
-    def sequences(start: int, count: int, direction: str):
-        x = stream[start * length: (start + count) * length + 1]
-        if direction == "backward":
-            x = x[::-1].copy()
-        return x[:-1].reshape(count, length), x[1:].reshape(count, length)
-
-    def hidden(x, direction, training):
-        return lstms[direction](embedding(x), training=training)
-
-    built = False
-
-    def variables():
-        return [embedding.embeddings, *[v for l in lstms.values() for v in l.trainable_variables], softmax_w,
-                softmax_b]
-
-    @tf.function(reduce_retracing=True)
-    def step(batches):
-        with tf.GradientTape() as tape:
-            loss = 0.0
-            for direction, (x, y) in batches.items():
-                h = tf.reshape(hidden(x, direction, True), [-1, p.units])
-                loss += tf.reduce_mean(tf.nn.sampled_softmax_loss(
-                    softmax_w, softmax_b, tf.reshape(tf.cast(y, tf.int64), [-1, 1]), h, p.sampled_classes, vocab,
-                    seed=p.seed))
-            loss /= len(batches)
-        grads = tape.gradient(loss, variables())
-        optimizer.apply(grads, variables())
-        return loss
-
-    def validation_loss() -> float:
-        losses = []
-        for direction in directions:
-            x, y = sequences(windows - held_out, held_out, direction)
-            h = hidden(x, direction, False)
-            logits = tf.matmul(tf.reshape(h, [-1, p.units]), softmax_w, transpose_b=True) + softmax_b
-            labels = tf.constant(y.reshape(-1).astype(np.int64))
-            losses.append(float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))))
-        return float(np.mean(losses))
-
-    rng = np.random.default_rng(p.seed)
-    train_windows = windows - held_out
-    for epoch in range(p.epochs):
-        started, total, steps = time.perf_counter(), 0.0, 0
-        order = rng.permutation(train_windows // p.batch_size)
-        for batch in order:
-            batches = {d: sequences(int(batch) * p.batch_size, p.batch_size, d) for d in directions}
-            if not built:
-                for d in directions:
-                    lstms[d](embedding(batches[d][0][:1]))
-                built = True
-            total += float(step(batches))
-            steps += 1
-        on_epoch(epoch, {"loss/train": total / max(steps, 1), "loss/val": validation_loss(),
-                         "time/epoch_seconds": time.perf_counter() - started})
-    lstm_weights = {d: [np.asarray(w) for w in lstms[d].get_weights()] for d in directions}
-    return words, np.asarray(embedding.embeddings.numpy(), np.float32), lstm_weights
 
 
 # --- the run ------------------------------------------------------------------------------------------------

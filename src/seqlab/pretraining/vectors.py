@@ -29,7 +29,7 @@ FOLDER = "pretrained"  # the run artifact folder (and registered model data) a p
 VECTORS_FILE = "vectors.bin"  # word2vec binary: any word2vec/gensim tool reads it
 LSTM_FILE = "lstm.npz"  # a language model's LSTM: forward_* (and backward_*) kernel, recurrent_kernel, bias
 INFO_FILE = "pretrain.json"  # what was pretrained, on what, with which settings
-LOADER_MODULE = "seqlab.pretraining.vectors"  # MLflow imports it to load the encoder model (_load_pyfunc)
+LOADER_MODULE = "seqlab.pretraining"  # MLflow imports it to load the encoder model (its _load_pyfunc)
 ENCODER_MODEL = "encoder"  # the logged MLflow model of a pretraining (registrable: models:/<name>/<version>)
 
 

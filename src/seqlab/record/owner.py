@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-
-
-
 OWNER_TAG = "seqlab.owner"  # host:pid:start time of the process that trains the run (resume refuses a live one)
 
 

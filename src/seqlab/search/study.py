@@ -177,6 +177,16 @@ class Worker:
     poll_interval: float = 2.0
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     in_flight: dict[int, optuna.Trial] = field(default_factory=dict)
+    storage: optuna.storages.BaseStorage | None = None  # the study's (open_storage): system attrs and states go there
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            raise TypeError("Worker needs the storage its study was opened on (storage=open_storage(url))")
+        self.study_id = self.storage.get_study_id_from_name(self.study.study_name)
+
+    def trial_id(self, trial) -> int:
+        """The storage's id of `trial` (Optuna's trials keep theirs private)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     def trials(self) -> list[optuna.trial.FrozenTrial]:
         return self.study.get_trials(deepcopy=False)
@@ -205,14 +215,14 @@ class Worker:
         return trial
 
     def beat(self, trial: optuna.Trial) -> None:
-        storage = self.study._storage  # Study has no public storage accessor; the trial's own writes go there too
+        trial_id = self.trial_id(trial)
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            storage.set_trial_system_attr(trial._trial_id, WORKER, self.name)
-            storage.set_trial_system_attr(trial._trial_id, HEARTBEAT, time.time())
+            self.storage.set_trial_system_attr(trial_id, WORKER, self.name)
+            self.storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
 
     def drop(self, trial: optuna.Trial, attr: str, why: str) -> None:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            self.study._storage.set_trial_system_attr(trial._trial_id, attr, why)
+            self.storage.set_trial_system_attr(self.trial_id(trial), attr, why)
             self.study.tell(trial, state=TrialState.FAIL)
         self.in_flight.pop(trial.number, None)
 
@@ -235,8 +245,8 @@ class Worker:
             if trial.state != TrialState.RUNNING or trial.number in self.in_flight or _heartbeat(trial) > deadline:
                 continue
             try:
-                self.study._storage.set_trial_system_attr(trial._trial_id, NOT_COUNTED, "worker lost")
-                self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                self.storage.set_trial_system_attr(self.trial_id(trial), NOT_COUNTED, "worker lost")
+                self.storage.set_trial_state_values(self.trial_id(trial), TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it finished, or another worker failed it first
             log.warning(f"trial {trial.number}: its worker {trial.system_attrs.get(WORKER, '?')} stopped "
@@ -285,7 +295,7 @@ class Worker:
                         failures[0].return_value  # raises the first failed job's exception, traceback included
             finally:  # Ctrl-C or a raised failure: what runs here now is failed and queued again, at once
                 for trial in list(self.in_flight.values()):
-                    frozen = self.study._storage.get_trial(trial._trial_id)
+                    frozen = self.storage.get_trial(self.trial_id(trial))
                     self.drop(trial, NOT_COUNTED, "worker interrupted")
                     if frozen.state == TrialState.RUNNING:
                         self.retry(frozen)
@@ -294,7 +304,7 @@ class Worker:
     def tell(self, trial: optuna.Trial, job_return) -> list:
         """Tell the study the job's outcome; returns [job_return] where the job failed."""
         self.in_flight.pop(trial.number, None)
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        frozen = self.storage.get_trial(self.trial_id(trial))
         try:
             value = float(job_return.return_value)  # re-raises the job's exception if it failed
         except Exception as error:
@@ -336,8 +346,8 @@ def configure(sweeper_config: DictConfig) -> None:
 def sweep(sweeper, arguments: list[str]) -> None:
     """The sweeper's loop (hydra_plugins.seqlab_sweeper.OptunaSweeper): open the study, work on it, record the
     best trial in the sweep folder and on the MLflow parent run."""
+    from seqlab.config.plan import store_target
     from seqlab.search.sweep import find_callback, sweep_name
-    from seqlab.config.plan import experiment_name
 
     options, config = OmegaConf.create(sweeper.options), sweeper.config
     configure(options)
@@ -346,13 +356,15 @@ def sweep(sweeper, arguments: list[str]) -> None:
     for key in fixed:
         space.pop(key, None)  # a key given plainly on the command line is fixed for every trial
     name = options.study_name or sweep_name(config)
-    url = storage_url(options.storage, str(config.tracking.uri), experiment_name(config), name)
-    study = optuna.create_study(study_name=name, storage=open_storage(url), direction=str(options.direction),
+    target = store_target(config)
+    url = storage_url(options.storage, target.uri, target.experiment, name)
+    storage = open_storage(url)
+    study = optuna.create_study(study_name=name, storage=storage, direction=str(options.direction),
                                 load_if_exists=True)
     pruner = OmegaConf.to_container(options.pruner, resolve=True) if options.pruner else None
     worker = Worker(study, space, int(options.n_trials), int(options.n_jobs), sampler=options.sampler,
                     heartbeat_interval=float(options.heartbeat_interval), grace_period=float(options.grace_period),
-                    max_retry=int(options.max_retry))
+                    max_retry=int(options.max_retry), storage=storage)
     before = sum(t.state.is_finished() and counted(t) for t in study.trials)
     log.info(f"Optuna study {name!r}: {before} of {worker.n_trials} trials finished before, "
              f"{'journal' if '://' not in url else 'database'} {redact(url)}")
@@ -364,7 +376,7 @@ def sweep(sweeper, arguments: list[str]) -> None:
     def run_batch(trials: list[optuna.Trial]):
         overrides = []
         for trial in trials:
-            link = SearchTrial(study=name, storage=url, trial_id=trial._trial_id, number=trial.number, pruner=pruner)
+            link = SearchTrial(study=name, storage=url, trial_id=worker.trial_id(trial), number=trial.number, pruner=pruner)
             overrides.append([*(f"{key}={value}" for key, value in fixed.items()),
                               *(f"{key}={value}" for key, value in trial.params.items()),
                               f"{env_key}={link.encode()}", f"hydra.sweep.subdir={trial.number}"])

@@ -243,23 +243,28 @@ def comparison_figure(sweep: SweepInfo, table: pd.DataFrame, children, best: Cho
     from seqlab.analysis.evaluate import pyplot
 
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator  # after pyplot(): it picks the Agg backend first
-
-    reported, curve = test_metric(sweep.optimized_metric), validation_metric(sweep.optimized_metric)
-    labels = row_labels(table)
+    curve = validation_metric(sweep.optimized_metric)
     rows = rows_of_runs(table, children)
     colours = plt.get_cmap("tab10")
     best_row = rows.get(best.run.info.run_id) if best else None
-
     height = max(4.0, 0.35 * len(table) + 1.5)
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, height), gridspec_kw={"width_ratios": [1, 1.2]})
+    _test_metric_bars(left, table, test_metric(sweep.optimized_metric), best_row, colours)
+    _validation_curves(right, children, curve, rows, best, histories, colours)
+    figure.suptitle(f"sweep {sweep.name!r}: {len(table)} variants, best chosen on {curve}", fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def _test_metric_bars(axes, table: pd.DataFrame, reported: str, best_row: int | None, colours) -> None:
+    """The test metric per row of the comparison table, its seed spread as error bars, the best child's row marked."""
     positions = np.arange(len(table))[::-1]  # the table's first (best) row on top
     values = table[reported].to_numpy(dtype=float)
     spread = table[f"{reported}_std"].to_numpy(dtype=float) if f"{reported}_std" in table else None
     if spread is not None and not np.isfinite(spread).any():
         spread = None  # every row a single run: no spread to draw
     seeds = table["runs"].to_numpy(dtype=float) if "runs" in table else np.ones(len(table))
-    left.barh(positions, values, xerr=None if spread is None else np.nan_to_num(spread), capsize=3,
+    axes.barh(positions, values, xerr=None if spread is None else np.nan_to_num(spread), capsize=3,
               color=[colours(i % 10) for i in range(len(table))], alpha=0.85)
     for index, (position, value) in enumerate(zip(positions, values)):
         if not math.isnan(value):
@@ -267,14 +272,20 @@ def comparison_figure(sweep: SweepInfo, table: pd.DataFrame, children, best: Cho
             best_text = ""
             if index == best_row:  # a seed group holds the best child; a run is it
                 best_text = " (holds the best child)" if seeds[index] > 1 else " (best on validation)"
-            left.text(end, position, f" {value:.4f}{best_text}", va="center", fontsize=8,
+            axes.text(end, position, f" {value:.4f}{best_text}", va="center", fontsize=8,
                       fontweight="bold" if index == best_row else "normal")
-    left.set_yticks(positions, labels, fontsize=8)
-    left.set_xlabel(reported + (" (mean ± std over seeds)" if spread is not None else ""))
-    left.set_title(f"{reported} per variant", fontsize=10)
-    left.grid(axis="x", alpha=0.3)
+    axes.set_yticks(positions, row_labels(table), fontsize=8)
+    axes.set_xlabel(reported + (" (mean ± std over seeds)" if spread is not None else ""))
+    axes.set_title(f"{reported} per variant", fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
     upper = np.nanmax(values) if np.isfinite(values).any() else 1.0
-    left.set_xlim(0, upper * 1.35 if upper > 0 else 1.0)
+    axes.set_xlim(0, upper * 1.35 if upper > 0 else 1.0)
+
+
+def _validation_curves(axes, children, curve: str, rows: dict, best: Choice | None, histories: Histories,
+                       colours) -> None:
+    """Every finished child's validation curve, coloured by its row of the table, its kept step marked."""
+    from matplotlib.ticker import MaxNLocator  # after pyplot(): it picks the Agg backend first
 
     drawn: dict[int | None, int] = {}  # curves per row so far: seeds of one variant share its colour, not its style
     for run in sorted(children, key=lambda r: int(r.data.tags.get("sweep.job", "0") or 0)):
@@ -290,22 +301,19 @@ def comparison_figure(sweep: SweepInfo, table: pd.DataFrame, children, best: Cho
         is_best = best is not None and run.info.run_id == best.run.info.run_id
         style = ("-", "--", ":", "-.")[drawn.get(row, 0) % 4]
         drawn[row] = drawn.get(row, 0) + 1
-        right.plot(steps, [by_step[s] for s in steps], marker="o", linestyle=style, color=colour,
-                   label=run.info.run_name, linewidth=2.5 if is_best else 1.2, markersize=4)
+        axes.plot(steps, [by_step[s] for s in steps], marker="o", linestyle=style, color=colour,
+                  label=run.info.run_name, linewidth=2.5 if is_best else 1.2, markersize=4)
         kept = histories.kept_step(run.info.run_id)
         if kept in by_step:
-            right.plot([kept], [by_step[kept]], marker="*" if is_best else "D", color=colour,
-                       markersize=14 if is_best else 6, markeredgecolor="black", linestyle="none")
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are epochs
-    right.set_xlabel("step (epoch index, as in MLflow)")
-    right.set_ylabel(curve)
-    right.set_title(f"{curve} per epoch\n(diamond: the kept epoch; star: the best child)", fontsize=10)
-    right.grid(alpha=0.3)
-    if right.lines:
-        right.legend(fontsize=7, loc="best", ncol=1 if len(children) <= 10 else 2)
-    figure.suptitle(f"sweep {sweep.name!r}: {len(table)} variants, best chosen on {curve}", fontsize=11)
-    figure.tight_layout()
-    return figure
+            axes.plot([kept], [by_step[kept]], marker="*" if is_best else "D", color=colour,
+                      markersize=14 if is_best else 6, markeredgecolor="black", linestyle="none")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are epochs
+    axes.set_xlabel("step (epoch index, as in MLflow)")
+    axes.set_ylabel(curve)
+    axes.set_title(f"{curve} per epoch\n(diamond: the kept epoch; star: the best child)", fontsize=10)
+    axes.grid(alpha=0.3)
+    if axes.lines:
+        axes.legend(fontsize=7, loc="best", ncol=1 if len(children) <= 10 else 2)
 
 
 def set_champion(client: MlflowClient, name: str, best: Choice):

@@ -7,7 +7,9 @@ with it whatever the launcher; on the job's side it reaches `train` through envi
 (`current_job()`), which the basic launcher's jobs, all in one process, read the same way.
 
 A sweep's name is `tracking.sweep`, else taken from its output folder. Running a sweep again under the
-same name continues it: its children join the same parent (and an Optuna search resumes its trials).
+same name continues it: its children join the same parent (and an Optuna search resumes its trials). The parent
+run itself (opened, found again, summarised and ended through the one run lifecycle): seqlab.search.parent; here,
+what the callback tells the jobs and how Ctrl-C or SIGTERM of the sweep reaches a launcher's worker processes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob, current_trial, request_stop
-from seqlab.redaction import redact_credentials, safe_overrides
+from seqlab.redaction import redact_credentials, safe_overrides  # noqa: F401 (safe_overrides: read from here too)
 
 log = logging.getLogger(__name__)
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read when TensorFlow starts computing
@@ -108,33 +110,6 @@ def threads_per_job(config: DictConfig) -> int | None:
     return None
 
 
-def _quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def find_parent(client, experiment_id: str, name: str):
-    runs = client.search_runs([experiment_id], f"tags.sweep = {_quoted(name)} and tags.`sweep.role` = 'parent'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
-def _one_parent(client, experiment_id: str, name: str, created: str) -> str:
-    """Workers of one search started at once may each create a parent: the first created stays, the others go."""
-    runs = client.search_runs([experiment_id], f"tags.sweep = {_quoted(name)} and tags.`sweep.role` = 'parent'",
-                              max_results=100)
-    first = min(runs, key=lambda run: (run.info.start_time, run.info.run_id)).info.run_id if runs else created
-    if first != created:
-        client.delete_run(created)
-    return first
-
-
-def sweep_children(client, parent_run_id: str, experiment_id: str, status: str | None = None):
-    query = f"tags.`mlflow.parentRunId` = {_quoted(parent_run_id)}"
-    if status:
-        query += f" and attributes.status = {_quoted(status)}"
-    return client.search_runs([experiment_id], query, max_results=10000)
-
-
 class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run, hands it to every job, closes it with the sweep's outcome."""
 
@@ -142,6 +117,8 @@ class MlflowSweepCallback(Callback):
         self.sweep = None  # seqlab.jobs.SweepJob; job is unused on the parent's side
         self.tracking_uri: str | None = None
         self.summary = None  # seqlab.search.summary.SweepInfo: what the parent's summary needs of the sweep's config
+        self.parent = None  # seqlab.record.lifecycle.RunLifecycle of the parent run, started in on_multirun_start
+        self.signal: int | None = None  # Ctrl-C or SIGTERM that stopped the sweep
 
     @property
     def parent_run_id(self) -> str | None:
@@ -158,48 +135,25 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(report_error(error)) from None
 
     def _start(self, config: DictConfig) -> None:
-        from seqlab.record.naming import source_tags
-        from seqlab.config.plan import experiment_name
-        from seqlab.record.store import configure
+        from seqlab.config.plan import store_target
         from seqlab.errors import report_error
+        from seqlab.record.store import configure
+        from seqlab.search.parent import open_parent
         from seqlab.search.summary import SweepInfo
 
         for handler in logging.getLogger().handlers:  # Hydra logs each job's overrides: tracking.uri=user:pw@...
             handler.addFilter(redact_credentials)
 
+        target = store_target(config)
         try:
-            experiment_id = configure(str(config.tracking.uri), experiment_name(config), str(config.dataset.name))
+            experiment_id = configure(target.uri, target.experiment, target.dataset)
         except Exception as error:
             # Hydra turns a callback's exceptions into warnings; an unusable store must stop the sweep (its jobs
             # would run without a parent).
             raise SystemExit(report_error(error)) from None
-        from mlflow.tracking import MlflowClient
-
-        name, uri = sweep_name(config), config.tracking.uri
-        client = MlflowClient(uri)
-        tags = {"sweep": name, "sweep.role": "parent", "sweep.dir": str(Path(str(config.hydra.sweep.dir)).resolve()),
-                "sweep.overrides": " ".join(safe_overrides(config.hydra.overrides.task)),
-                "sweep.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")).rsplit(".", 1)[-1],
-                "sweep.launcher": str(OmegaConf.select(config, "hydra.launcher._target_")).rsplit(".", 1)[-1],
-                **source_tags("seqlab train --multirun")}
-        parent = find_parent(client, experiment_id, name)
-        resumed = 0
-        if parent is None:
-            run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
-            run_id = _one_parent(client, experiment_id, name, run_id)
-            log.info(f"sweep {name!r}: MLflow parent run {run_id} in experiment "
-                  f"{experiment_name(config)!r} at {uri}")
-        elif parent.info.status == "RUNNING":  # another worker of the same search: join it
-            run_id = parent.info.run_id
-            resumed = int(parent.data.tags.get("sweep.resumed", "0"))
-            log.info(f"sweep {name!r} is running elsewhere: this worker joins its MLflow parent run {run_id} at {uri}")
-        else:  # the same name again: continue that sweep under its parent
-            run_id = parent.info.run_id
-            resumed = int(parent.data.tags.get("sweep.resumed", "0")) + 1
-            client.update_run(run_id, status="RUNNING")
-            for key, value in {**tags, "sweep.resumed": str(resumed)}.items():
-                client.set_tag(run_id, key, value)
-            log.info(f"sweep {name!r} continues under its MLflow parent run {run_id} at {uri}")
+        name, uri = sweep_name(config), target.uri
+        self.parent, resumed = open_parent(config, experiment_id, name, uri, target.experiment)
+        run_id = self.parent.run_id
         varied = swept(config)
         self.sweep = SweepJob(name=name, parent_run_id=run_id, experiment_id=experiment_id, job=-1,
                               bucketing=like_for_like(config, swept_models(config)), swept=sorted(varied),
@@ -216,18 +170,20 @@ class MlflowSweepCallback(Callback):
 
     def _stop_workers(self, signum, frame=None) -> None:
         """Ctrl-C or SIGTERM of the sweep's process: the worker processes of a launcher (joblib's) that train a run
-        of this sweep get SIGTERM, end it KILLED and take no further job; then the sweep stops (its parent ends at
-        exit). Only those: an idle loky worker dies of SIGTERM, and loky then SIGKILLs the others mid-epoch."""
+        of this sweep get SIGTERM, end it KILLED and take no further job; then the sweep stops (its parent ends
+        KILLED at exit). Only those: an idle loky worker dies of SIGTERM, and loky then SIGKILLs the others
+        mid-epoch."""
         from mlflow.tracking import MlflowClient
 
         from seqlab.errors import Terminated
+        from seqlab.search.parent import workers_running
 
         if getattr(self, "stopping", False):  # a second signal while the workers stop: stop now
             raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt
-        self.stopping = True
+        self.stopping, self.signal = True, signum
         try:  # a store that went away: the launcher stops the workers anyway
             client = MlflowClient(self.tracking_uri)
-            workers = self._workers_running(client)
+            workers = workers_running(client, self.sweep)
             for pid in {pid for pid, _ in workers}:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
@@ -236,33 +192,10 @@ class MlflowSweepCallback(Callback):
             deadline = time.monotonic() + WORKER_GRACE_SECONDS
             while workers and time.monotonic() < deadline:
                 time.sleep(0.5)
-                workers = self._workers_running(client)
+                workers = workers_running(client, self.sweep)
         except Exception as error:
             log.warning(f"could not stop the sweep's workers cleanly: {type(error).__name__}: {error}")
         raise Terminated("SIGTERM") if signum == signal.SIGTERM else KeyboardInterrupt
-
-    def _workers_running(self, client) -> list[tuple[int, object]]:
-        """(pid, run) for each RUNNING child of this sweep that a live process on this host, other than this one,
-        trains."""
-        from seqlab.record.owner import OWNER_TAG, owner_parts, owner_state
-
-        found = []
-        for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, status="RUNNING"):
-            owner = run.data.tags.get(OWNER_TAG, "")
-            pid = int(owner_parts(owner)[1] or 0)
-            if owner_state(owner) == "alive" and pid != os.getpid():
-                found.append((pid, run))
-        return found
-
-    def _end_orphaned_children(self, client) -> None:
-        """Children left RUNNING by a process of this host that is gone (a worker the launcher killed when the sweep
-        stopped): ended KILLED, so that the record says what happened and trainer.resume continues them."""
-        from seqlab.record.owner import OWNER_TAG, owner_state
-
-        for run in sweep_children(client, self.sweep.parent_run_id, self.sweep.experiment_id, status="RUNNING"):
-            if owner_state(run.data.tags.get(OWNER_TAG, "")) == "gone":
-                client.set_tag(run.info.run_id, "error", "interrupted: its worker process was stopped with the sweep")
-                client.set_terminated(run.info.run_id, "KILLED")
 
     def _restore_handlers(self) -> None:
         for number, handler in getattr(self, "previous_handlers", {}).items():
@@ -297,9 +230,11 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if self.sweep is None:
             return
+        from seqlab.search.parent import close_parent
+
         atexit.unregister(self._end_interrupted)
         self._restore_handlers()
-        self._end("FINISHED", complete=True)
+        close_parent(self.parent, self.summary, "FINISHED", complete=True)
 
     def best_trial(self, study):
         """Tag the parent with an Optuna search's best trial: the trial of the child the sweep's summary calls best
@@ -307,6 +242,7 @@ class MlflowSweepCallback(Callback):
         where Optuna's own best_trial would take the first of equal values. Returns that trial."""
         from mlflow.tracking import MlflowClient
 
+        from seqlab.search.parent import sweep_children
         from seqlab.search.summary import Histories, best_child
 
         best = study.best_trial
@@ -327,53 +263,20 @@ class MlflowSweepCallback(Callback):
         return best
 
     def _end_interrupted(self) -> None:
-        """At exit without on_multirun_end (a job failed, Ctrl-C): KILLED if a child was, else FAILED; the parent
-        still summarises the children that finished."""
+        """At exit without on_multirun_end (a job failed, Ctrl-C, SIGTERM): the parent ends KILLED if a signal stopped
+        the sweep or a child, else FAILED; it still summarises the children that finished."""
         from mlflow.tracking import MlflowClient
 
+        from seqlab.search.parent import close_parent, end_orphaned_children, interrupted_status
+
         try:
-            self._end_orphaned_children(MlflowClient(self.tracking_uri))
-            killed = sweep_children(MlflowClient(self.tracking_uri), self.sweep.parent_run_id,
-                                    self.sweep.experiment_id, status="KILLED")
-            self._end("KILLED" if killed else "FAILED", complete=False)
+            client = MlflowClient(self.tracking_uri)
+            end_orphaned_children(client, self.sweep)
+            status, error = interrupted_status(client, self.sweep, self.signal)
+            close_parent(self.parent, self.summary, status, complete=False, error=error)
         except Exception as error:  # the store went away with the sweep: say so, without a traceback at exit
             log.warning(f"could not end the sweep's parent run {self.sweep.parent_run_id}: "
-                  f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
-
-    def _end(self, status: str, complete: bool) -> None:
-        """Summarise the children into the parent (seqlab.search.summary), then end it with `status`. A summary that cannot
-        be written ends the parent FAILED, and a sweep that otherwise completed exits with its message (code 4)."""
-        from mlflow.tracking import MlflowClient
-
-        from seqlab.errors import RecordingError, redact_uri, report_error
-        from seqlab.search.summary import run_state, summarize
-
-        client = MlflowClient(self.tracking_uri)
-        parent_id = self.sweep.parent_run_id
-        children = sweep_children(client, parent_id, self.sweep.experiment_id)
-        counts: dict[str, int] = {}
-        for run in children:
-            counts[run_state(run)] = counts.get(run_state(run), 0) + 1
-        client.set_tag(parent_id, "sweep.children", ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none")
-        failure = None
-        try:
-            best = summarize(client, self.summary, children, status, complete)
-            if best is not None:
-                log.info(f"sweep {self.sweep.name!r}: best child {best.run.info.run_name!r} ({best.metric} "
-                         f"{best.value:.4f}); its params, metrics and the comparison are in parent run {parent_id}")
-        except Exception as error:  # the children are recorded; only the parent's summary is incomplete
-            failure = (f"Could not write the summary of sweep {self.sweep.name!r} into its parent run {parent_id}: "
-                       f"{type(error).__name__}: {redact_uri(str(error))}")
-            if not complete:  # else reported below, as the sweep's error
-                log.warning(failure)
-            with contextlib.suppress(Exception):
-                client.set_tag(parent_id, "error", f"RecordingError: {failure}"[:5000])
-            status = "FAILED" if status == "FINISHED" else status
-        finally:
-            client.set_terminated(parent_id, status)
-        if failure is not None and complete:  # Hydra turns a callback's exceptions into warnings
-            raise SystemExit(report_error(RecordingError(
-                f"{failure}. The children's runs are complete; the parent run is marked FAILED.")))
+                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
 
 
 def _end_leaked_runs(status: str) -> None:

@@ -1,10 +1,10 @@
 """`TextClassifier`: a seqlab model as an MLflow pyfunc model, which any MLflow client can load and serve.
 
-`seqlab train` logs it with `mlflow.pyfunc.log_model(loader_module="seqlab.serving.pyfunc", data_path=...)`, MLflow's
+`seqlab train` logs it with `mlflow.pyfunc.log_model(loader_module="seqlab.serving", data_path=...)`, MLflow's
 custom-flavor path, in which nothing is pickled: the model's `data/classifier` folder holds the end-to-end Keras
 file `model.keras` (preprocessing layers in front of the network, so raw strings in) and `classifier.json` (the
 class names, the metadata columns and whether threads carry speaker tokens). MLflow loads it by importing this
-module and calling `_load_pyfunc(data_path)`, which reads the JSON and loads the Keras file in Keras' safe mode:
+package (seqlab.serving, a name kept across versions) and calling `_load_pyfunc(data_path)`, which reads the JSON and loads the Keras file in Keras' safe mode:
 loading needs seqlab installed, not imported by the caller.
 
     model = mlflow.pyfunc.load_model("runs:/<run_id>/model")
@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqlab.data.custom import as_text, metadata_values
 from seqlab.analysis.evaluate import class_probabilities
+from seqlab.data.tables import metadata_values
+from seqlab.data.texts import as_text
 
 TEXT_COLUMN = "text"
 THREAD_COLUMN = "messages"
 DEFAULT_BATCH_SIZE = 256
-LOADER_MODULE = __name__  # "seqlab.serving.pyfunc": the module whose _load_pyfunc MLflow calls
+LOADER_MODULE = "seqlab.serving"  # whose _load_pyfunc MLflow calls: the name logged models keep (also 0.1's)
 DATA_FOLDER = "classifier"  # the data_path folder; MLflow copies it to data/classifier in the logged model
 KERAS_FILE = "model.keras"
 ATTRIBUTES_FILE = "classifier.json"

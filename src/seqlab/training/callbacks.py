@@ -3,7 +3,7 @@
 Written on `keras.callbacks.Callback`, not on `mlflow.keras.MlflowCallback`: that one's metaclass turns any
 exception of any of its methods (subclasses' too) into a warning, so a failed metric write or checkpoint upload
 let training go on and the run end FINISHED with a hole in its record. Here a failure raises a RecordingError
-naming what failed, and `tracking.tracked_run` ends the run FAILED with that message as its `error` tag.
+naming what failed, and `seqlab.record.lifecycle.run_lifecycle` ends the run FAILED with that message as its `error` tag.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import keras
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from seqlab.errors import DivergedError, RecordingError
+from seqlab.jobs import PRUNED_AT
+from seqlab.metrics import keras_name
+from seqlab.record.failures import named_failure
 from seqlab.record.lifecycle import start_system_metrics
 from seqlab.record.naming import mark_pruned
 from seqlab.record.resume import CHECKPOINT_PATH
 from seqlab.record.signals import interrupts_deferred, interrupts_raised, raise_if_interrupted
 from seqlab.record.store import when_store_free
-from seqlab.record.failures import named_failure
-from seqlab.errors import DivergedError, RecordingError
-from seqlab.jobs import PRUNED_AT
-from seqlab.metrics import keras_name
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EpochLogger(keras.callbacks.Callback):
                  resume: bool = False):
         super().__init__()
         self.run_id = run_id
-        self.system_metrics = system_metrics  # MLflow's, started after the first epoch's metrics (tracking.py)
+        self.system_metrics = system_metrics  # MLflow's, started after the first epoch's metrics (seqlab.record.lifecycle.start_system_metrics)
         self.resume = resume
         self.client = MlflowClient()
         self.backup = keras.callbacks.BackupAndRestore(str(backup_dir)) if backup_dir else None

@@ -21,6 +21,7 @@ from seqlab.features.cache import encode_splits
 from seqlab.features.fingerprint import data_fingerprint
 from seqlab.features.kernels import recurrent_kernels
 from seqlab.features.preprocess import InputSpec, MetadataPreprocessor
+from seqlab.metrics import EPOCH_METRICS
 from seqlab.models.catalog import build_model
 from seqlab.record.datasets import log_dataset
 from seqlab.record.failures import named_failure
@@ -149,7 +150,7 @@ def fit_and_test(plan: RunPlan, prepared: Prepared, run, resume: bool) -> Outcom
         scale = scale_learning_rate(optimizer, scheduled, plan.pretrained.lr_multiplier)
         callbacks = [PretrainedSchedule(scale, plan.pretrained.frozen_epochs, plan.pretrained.lr_multiplier)]
     model.compile(optimizer=optimizer, loss=make_loss(data.num_classes, trainer.label_smoothing),
-                  metrics=["accuracy"], jit_compile=trainer.jit_compile)
+                  metrics=list(EPOCH_METRICS), jit_compile=trainer.jit_compile)
     pruning = search_pruning(plan.optimized_metric, is_fold=trainer.cv_fold is not None)
     history, kept = fit(model, trainer, data, x_train, x_val, run.info.run_id, prepared.boundaries,
                         plan.features.pad_to_boundaries, plan.record.system_metrics, resume,
