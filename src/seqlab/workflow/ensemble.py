@@ -110,7 +110,7 @@ def build_ensemble(members: list[Member]):
     outputs = []
     for index, member in enumerate(members):
         network = member.classifier.model
-        network._name = f"member_{index + 1}"  # nested models need unique names; Keras has no public setter
+        network.name = f"member_{index + 1}"  # nested models need unique names (two LSTM runs: lstm_on_text twice)
         uses_metadata = bool(member.classifier.metadata_columns)
         outputs.append(network({"text": text, "metadata": numbers} if uses_metadata else text))
     mean = keras.layers.Average(name="mean_probability", dtype="float32")(outputs)
