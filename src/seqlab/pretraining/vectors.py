@@ -53,10 +53,6 @@ class Pretrained:
         return {word: i for i, word in enumerate(self.words)}
 
 
-def is_pretrain_reference(value: str | None) -> bool:
-    return value == "pretrain"
-
-
 def resolve(value: str, tracking_uri: str | None = None) -> Pretrained:
     """The vectors `model.pretrained` names. Raises ConfigError for a source that cannot be found."""
     if value.startswith("runs:/") or value.startswith("models:/"):
