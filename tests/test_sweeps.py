@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from seqlab.errors import ConfigError
-from seqlab.search.sweep import safe_overrides, sweep_name, threads_per_job
+from seqlab.redaction import safe_overrides
+from seqlab.search.sweep import sweep_name, threads_per_job
 from tests.conftest import compose_config, free_port, mlflow_server_at, run_seqlab, write_aclimdb
 
 

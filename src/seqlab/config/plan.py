@@ -18,6 +18,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.config.compose import structured
 from seqlab.errors import ConfigError
 from seqlab.jobs import current_job
 from seqlab.models.catalog import model_info
@@ -223,9 +224,7 @@ def data_part(cfg: DictConfig) -> DataPlan:
 
 def _build(config: DictConfig, device: str, threads_asked: bool) -> RunPlan:
     """The parts of an already resolved config."""
-    from seqlab.config.compose import structured  # typed again: the plan's parts keep their schemas
-
-    config = structured(OmegaConf.to_container(config))
+    config = structured(OmegaConf.to_container(config))  # typed again: the parts keep their schemas
     OmegaConf.set_readonly(config, True)
     t, p, m, r = config.trainer, config.preprocess, config.model, config.tracking
     data = data_part(config)

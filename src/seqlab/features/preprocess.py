@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqlab.features import wordpiece
-from seqlab.features.text import SEPARATOR_TOKEN, standardize_text  # noqa: F401  (importers' names)
+from seqlab.features.text import SEPARATOR_TOKEN, standardize_text
 
 
 @keras.saving.register_keras_serializable(package="seqlab")

@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from seqlab.jobs import OVERRIDES_ENV, SWEEP_ENV, SweepJob, current_trial, request_stop
-from seqlab.redaction import redact_credentials, safe_overrides  # noqa: F401 (safe_overrides: read from here too)
+from seqlab.redaction import redact_credentials
 
 log = logging.getLogger(__name__)
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")  # read when TensorFlow starts computing
